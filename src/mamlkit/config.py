@@ -1,0 +1,167 @@
+"""Run configuration: one typed dataclass, filled from defaults, a YAML file, then CLI flags.
+
+Every run saves its resolved config (``config.yaml``), so a run can be rebuilt for evaluation and
+reproduced. Unknown keys and wrong types are errors with a hint, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message says which key and why."""
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a meta-training run (saved as ``config.yaml`` in the run folder)."""
+
+    algorithm: str = _option("maml", "algorithm preset (mamlkit list shows them)")
+    dataset: str = _option("omniglot", "dataset name")
+    model: str = _option("conv4", "model name")
+    ways: int = _option(5, "classes per task (N)")
+    shots: int = _option(1, "support examples per class (K)")
+    queries: int = _option(15, "query examples per class during meta-training")
+    inner_steps: int = _option(1, "inner gradient steps during meta-training")
+    inner_lr: float = _option(0.4, "inner learning rate (initial value when learned)")
+    meta_batch: int = _option(32, "tasks per outer step")
+    outer_lr: float = _option(0.001, "Adam learning rate of the outer loop")
+    iterations: int = _option(1000, "outer steps")
+    msl_anneal_iterations: int = _option(
+        5000, "MAML++ multi-step loss: iterations until only the last step counts"
+    )
+    hidden: int = _option(64, "filters per conv layer of the model")
+    seed: int = _option(0, "seed of the weights and of the training task stream")
+    split_seed: int = _option(0, "seed of the class split (keep 0 for the standard split)")
+    validation: bool = _option(False, "use the 1100/100/423 split with a validation split")
+    device: str = _option("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
+    threads: int | None = _option(None, "torch CPU threads (default: torch's choice)")
+    data_root: str | None = _option(None, "data folder (default $MAMLKIT_DATA or ~/.cache/mamlkit)")
+    download: bool = _option(False, "download missing data archives")
+    log_every: int = _option(10, "iterations between metrics.jsonl records")
+    progress: bool = _option(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+POSITIVE_INTS = (
+    "ways",
+    "shots",
+    "queries",
+    "inner_steps",
+    "meta_batch",
+    "iterations",
+    "hidden",
+    "log_every",
+)
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(type(None) if a is type(None) else a for a in typing.get_args(annotation))
+    return (annotation,)
+
+
+def check_type(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` if it fits ``annotation`` (ints pass as floats; bools never pass as numbers)."""
+    allowed = _allowed_types(annotation)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, (int, float)) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    hint = (
+        " (write true/false without quotes)" if bool in allowed and isinstance(value, str) else ""
+    )
+    raise ConfigError(f"config key {key!r} must be {names}, got {value!r}{hint}")
+
+
+def validate(config: Any) -> None:
+    """Type- and range-check every field of a config dataclass."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        setattr(config, f.name, check_type(f.name, getattr(config, f.name), hints[f.name]))
+    for key in POSITIVE_INTS:
+        if hasattr(config, key) and getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(config, key)}")
+    for key in ("inner_lr", "outer_lr"):
+        if hasattr(config, key):
+            value = getattr(config, key)
+            if not (0 < value < float("inf")):
+                raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+    if getattr(config, "threads", None) is not None and config.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {config.threads}")
+    if getattr(config, "msl_anneal_iterations", 0) < 0:
+        raise ConfigError("msl_anneal_iterations must be >= 0")
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown config key {key!r}{hint}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (``safe_load``), with errors that name the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def build_config(cls: type, *layers: dict[str, Any]) -> Any:
+    """``cls`` from its defaults overlaid by each mapping in ``layers`` (later layers win)."""
+    known = field_names(cls)
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            key = str(key).replace("-", "_")
+            if key not in known:
+                raise ConfigError(unknown_key_message(key, known))
+            values[key] = value
+    return cls(**values)
+
+
+def dump_yaml(config: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

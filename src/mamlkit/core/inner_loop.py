@@ -1,0 +1,131 @@
+"""The one functional inner loop every algorithm is built from.
+
+A *forward* is a pure function ``forward(params, x) -> logits`` (``torch.func.functional_call`` on
+the user's model). :func:`adapt` runs K gradient steps on a task's support set and returns the
+whole trajectory of parameter dicts, so callers can weigh the query loss of any step (MAML: last
+step, MAML++: all steps). Whether the steps are differentiated through is one flag:
+
+* second order (``first_order=False``): inner gradients keep their graph (``create_graph=True``), so
+  the meta-gradient flows through every inner update, Hessian-vector products included;
+* first order (``first_order=True``): inner gradients are computed on detached copies and enter the
+  update as constants; the meta-gradient is then the query-loss gradient at the adapted weights
+  (FOMAML), and learned learning rates still receive ``-g_inner * dL/dtheta'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from mamlkit.core.update_rules import InnerUpdate, Params
+
+Forward = Callable[[Params, Tensor], Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def functional_forward(model: nn.Module) -> Forward:
+    """``forward(params, x)``: ``model`` evaluated with ``params`` (plus its current buffers)."""
+
+    def forward(params: Params, x: Tensor) -> Tensor:
+        # Buffers are looked up per call: ``model.to(device)`` replaces them.
+        return functional_call(model, {**dict(model.named_buffers()), **params}, (x,))
+
+    return forward
+
+
+def inner_gradients(
+    forward: Forward,
+    params: Params,
+    names: Collection[str],
+    x: Tensor,
+    y: Tensor,
+    *,
+    create_graph: bool,
+    loss_fn: LossFn = F.cross_entropy,
+) -> tuple[Tensor, Params]:
+    """Support loss at ``params`` and its gradient w.r.t. the tensors in ``names``.
+
+    With ``create_graph=False`` the gradient is taken at detached copies, so no graph of the support
+    pass is kept: first-order steps cost one forward/backward and keep nothing alive.
+    """
+    if not create_graph:
+        params = {
+            n: (p.detach().requires_grad_(True) if n in names else p.detach())
+            for n, p in params.items()
+        }
+    with torch.enable_grad():
+        loss = loss_fn(forward(params, x), y)
+        wrt = [params[n] for n in names]
+        grads = torch.autograd.grad(
+            loss, wrt, create_graph=create_graph, allow_unused=True, materialize_grads=True
+        )
+    return loss, dict(zip(names, grads, strict=True))
+
+
+def adapt(
+    forward: Forward,
+    params: Params,
+    support_x: Tensor,
+    support_y: Tensor,
+    *,
+    update: InnerUpdate,
+    steps: int,
+    first_order: bool,
+    names: Collection[str] | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+) -> list[Params]:
+    """Adapt ``params`` to one task with ``steps`` inner updates.
+
+    Returns the trajectory ``[theta_0, theta_1, ..., theta_steps]`` where ``theta_0 = params``.
+    ``names`` selects which tensors adapt (default: those the update rule knows); the others are
+    carried unchanged. Gradients flow to ``params`` and to the update rule's learned rates
+    (under ``torch.no_grad()`` the values are the same and nothing is differentiable).
+    """
+    names = tuple(update.names if names is None else names)
+    # Under torch.no_grad() nothing can be differentiated anyway: take the cheap first-order path.
+    create_graph = not first_order and torch.is_grad_enabled()
+    trajectory = [params]
+    for step in range(steps):
+        _, grads = inner_gradients(
+            forward,
+            trajectory[-1],
+            names,
+            support_x,
+            support_y,
+            create_graph=create_graph,
+            loss_fn=loss_fn,
+        )
+        trajectory.append(update(trajectory[-1], grads, step))
+    return trajectory
+
+
+def weighted_query_loss(
+    forward: Forward,
+    trajectory: list[Params],
+    query_x: Tensor,
+    query_y: Tensor,
+    step_weights: Tensor,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+) -> tuple[Tensor, dict[int, Tensor]]:
+    """``sum_s w_s * L_query(theta_{s+1})`` over the steps with non-zero weight.
+
+    ``step_weights[s]`` weighs the query loss after inner step ``s + 1``. Returns the weighted loss
+    and the query logits of each evaluated step (keyed by step number, 1-based), for metrics.
+    """
+    total: Tensor | None = None
+    logits_by_step: dict[int, Tensor] = {}
+    for index, weight in enumerate(step_weights.tolist()):
+        if weight == 0.0:
+            continue
+        logits = forward(trajectory[index + 1], query_x)
+        logits_by_step[index + 1] = logits
+        term = weight * loss_fn(logits, query_y)
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("step_weights are all zero: no query loss would be optimised")
+    return total, logits_by_step

@@ -1,0 +1,308 @@
+"""``MetaLearner``: a model plus an algorithm preset, one ``nn.Module`` the outer optimiser trains.
+
+``learner.parameters()`` holds everything the outer loop updates: the model's weights and the
+update rule's learned inner learning rates (if any). The class only wires the functional pieces
+of :mod:`mamlkit.core.inner_loop` together; algorithms differ by their :class:`AlgorithmSpec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mamlkit.checks import positive_int
+from mamlkit.core.algorithms import AlgorithmSpec, resolve_algorithm
+from mamlkit.core.inner_loop import Forward, LossFn, adapt, functional_forward, weighted_query_loss
+from mamlkit.core.step_weights import last_step_weights, msl_weights
+from mamlkit.core.update_rules import Params, make_update_rule
+
+DEFAULT_MSL_ANNEAL_ITERATIONS = 5000  # MAML++: 10 epochs of 500 iterations
+
+
+def check_episode(
+    support_x: Tensor,
+    support_y: Tensor,
+    query_x: Tensor | None = None,
+    query_y: Tensor | None = None,
+) -> None:
+    """Validate task-batched episodes: inputs ``[B, n, C, H, W]``, int64 labels ``[B, n]``."""
+    pairs = [("support", support_x, support_y)]
+    if query_x is not None or query_y is not None:
+        if query_x is None or query_y is None:
+            raise ValueError("pass both query_x and query_y, or neither")
+        pairs.append(("query", query_x, query_y))
+    for kind, x, y in pairs:
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise TypeError(f"{kind}_x and {kind}_y must be torch tensors")
+        if x.dim() < 3:
+            raise ValueError(
+                f"{kind}_x must be task-batched [tasks, examples, ...features], got shape "
+                f"{tuple(x.shape)}; add a leading task dimension with x.unsqueeze(0) for one task"
+            )
+        if y.dim() != 2 or y.shape != x.shape[:2]:
+            raise ValueError(
+                f"{kind}_y must have shape [tasks, examples] = {tuple(x.shape[:2])}, "
+                f"got {tuple(y.shape)}"
+            )
+        if y.dtype != torch.int64:
+            raise ValueError(f"{kind}_y must hold int64 class labels, got dtype {y.dtype}")
+        if y.numel() and int(y.min()) < 0:
+            raise ValueError(f"{kind}_y has a negative label ({int(y.min())}); labels are 0..N-1")
+    if len(pairs) == 2:
+        if support_x.shape[0] != query_x.shape[0]:  # type: ignore[union-attr]
+            raise ValueError(
+                f"support has {support_x.shape[0]} tasks but query has {query_x.shape[0]}"  # type: ignore[union-attr]
+            )
+        if support_x.shape[2:] != query_x.shape[2:]:  # type: ignore[union-attr]
+            raise ValueError(
+                f"support inputs have shape {tuple(support_x.shape[2:])} per example but query "
+                f"inputs have {tuple(query_x.shape[2:])}; both must match the model's input"  # type: ignore[union-attr]
+            )
+
+
+@dataclass
+class AdaptedTasks:
+    """Per-task adapted parameters; call it on new inputs of those tasks (``[B, n, ...]``)."""
+
+    forward: Forward
+    params: list[Params]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dim() < 3 or x.shape[0] != len(self.params):
+            raise ValueError(
+                f"expected inputs for {len(self.params)} tasks as [tasks, examples, ...], "
+                f"got shape {tuple(x.shape)}"
+            )
+        return torch.stack([self.forward(p, xb) for p, xb in zip(self.params, x, strict=True)])
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted class labels ``[B, n]``."""
+        return self(x).argmax(dim=-1)
+
+
+@dataclass
+class TaskScores:
+    """Query loss and accuracy of each task after 0, 1, ..., K inner steps (shape ``[B, K+1]``)."""
+
+    loss: Tensor
+    accuracy: Tensor
+
+
+class MetaLearner(nn.Module):
+    """A model meta-trained by the algorithm ``algorithm`` (a registered name or a spec).
+
+    Args:
+        model: any ``nn.Module`` mapping inputs ``[n, ...]`` to logits ``[n, classes]``.
+        algorithm: preset name (see ``mamlkit.ALGORITHMS``) or an :class:`AlgorithmSpec`.
+        inner_lr: the (initial) inner learning rate.
+        inner_steps: inner gradient steps during meta-training.
+        msl_anneal_iterations: MAML++ multi-step-loss annealing length (``msl`` presets only).
+        loss_fn: task loss, ``cross_entropy`` by default.
+        **overrides: replace preset settings, e.g. ``update_rule="per_tensor"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        algorithm: str | AlgorithmSpec = "maml",
+        *,
+        inner_lr: float = 0.4,
+        inner_steps: int = 1,
+        msl_anneal_iterations: int = DEFAULT_MSL_ANNEAL_ITERATIONS,
+        loss_fn: LossFn = F.cross_entropy,
+        **overrides: object,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.algorithm = resolve_algorithm(algorithm, **overrides)
+        self.inner_steps = positive_int("inner_steps", inner_steps)
+        if isinstance(msl_anneal_iterations, bool) or not isinstance(msl_anneal_iterations, int):
+            raise ValueError(
+                f"msl_anneal_iterations must be an integer, got {msl_anneal_iterations!r}"
+            )
+        self.msl_anneal_iterations = msl_anneal_iterations
+        self.loss_fn = loss_fn
+        names = [name for name, _ in model.named_parameters()]
+        self.adapt_names = self.algorithm.adapting(names)
+        if not self.adapt_names:
+            raise ValueError(
+                f"adapt patterns {self.algorithm.adapt} match no parameter of the model; "
+                f"its parameters are {names}"
+            )
+        self.inner_update = make_update_rule(
+            self.algorithm.update_rule, self.adapt_names, inner_lr, self.inner_steps
+        )
+        self.iteration = 0  # outer iteration, drives the MSL annealing; set by the training loop
+        self._forward = functional_forward(model)
+        self._num_outputs: int | None = None
+
+    # -- pieces ---------------------------------------------------------------------------------
+    @property
+    def first_order(self) -> bool:
+        return self.algorithm.first_order
+
+    def model_params(self) -> Params:
+        """The model's parameters by name (the starting point theta_0 of every task)."""
+        return dict(self.model.named_parameters())
+
+    def step_weights(self, iteration: int | None = None) -> Tensor:
+        """Weights of the query loss after each inner step at outer ``iteration``."""
+        if self.algorithm.step_loss == "msl":
+            it = self.iteration if iteration is None else iteration
+            return msl_weights(self.inner_steps, it, self.msl_anneal_iterations)
+        return last_step_weights(self.inner_steps)
+
+    def _check_labels(self, support_x: Tensor, *labels: Tensor) -> None:
+        if self._num_outputs is None:
+            with torch.no_grad():
+                self._num_outputs = int(self._forward(self.model_params(), support_x[0]).shape[-1])
+        top = max(int(y.max()) for y in labels if y.numel())
+        if top >= self._num_outputs:
+            raise ValueError(
+                f"label {top} is out of range: the model predicts {self._num_outputs} classes, so "
+                f"labels must be 0..{self._num_outputs - 1} (relabel each task's classes 0..N-1)"
+            )
+
+    def _trajectory(
+        self, params: Params, x: Tensor, y: Tensor, steps: int, first_order: bool
+    ) -> list[Params]:
+        return adapt(
+            self._forward,
+            params,
+            x,
+            y,
+            update=self.inner_update,
+            steps=steps,
+            first_order=first_order,
+            names=self.adapt_names,
+            loss_fn=self.loss_fn,
+        )
+
+    # -- public API -----------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """The un-adapted model's logits (the meta-learned initialisation)."""
+        return self.model(x)
+
+    def adapt(
+        self, support_x: Tensor, support_y: Tensor, *, steps: int | None = None
+    ) -> AdaptedTasks:
+        """Adapt to each task of a batch; returns a callable predicting on new inputs per task.
+
+        Under ``torch.no_grad()`` the result is detached (cheap inference); otherwise it stays
+        differentiable w.r.t. ``self.parameters()`` in the algorithm's order.
+        """
+        check_episode(support_x, support_y)
+        self._check_labels(support_x, support_y)
+        steps = self.inner_steps if steps is None else positive_int("steps", steps)
+        tracking = torch.is_grad_enabled()
+        params = self.model_params()
+        if not tracking:
+            params = {n: p.detach() for n, p in params.items()}
+        first_order = self.first_order or not tracking
+        finals = [
+            self._trajectory(params, x, y, steps, first_order)[-1]
+            for x, y in zip(support_x, support_y, strict=True)
+        ]
+        if not tracking:
+            finals = [{n: p.detach() for n, p in f.items()} for f in finals]
+        return AdaptedTasks(self._forward, finals)
+
+    def meta_loss(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+        query_y: Tensor,
+        *,
+        iteration: int | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Mean over tasks of the (step-weighted) query loss after adaptation.
+
+        Differentiable w.r.t. ``self.parameters()``. ``metrics`` holds ``loss`` and ``accuracy``
+        (query accuracy after the last inner step, mean over tasks).
+        """
+        check_episode(support_x, support_y, query_x, query_y)
+        self._check_labels(support_x, support_y, query_y)
+        weights = self.step_weights(iteration)
+        params = self.model_params()
+        losses, correct = [], []
+        for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y, strict=True):
+            trajectory = self._trajectory(params, sx, sy, self.inner_steps, self.first_order)
+            task_loss, logits = weighted_query_loss(
+                self._forward, trajectory, qx, qy, weights, loss_fn=self.loss_fn
+            )
+            losses.append(task_loss)
+            correct.append((logits[self.inner_steps].argmax(-1) == qy).float().mean())
+        loss = torch.stack(losses).mean()
+        metrics = {"loss": float(loss.detach()), "accuracy": float(torch.stack(correct).mean())}
+        return loss, metrics
+
+    def score_tasks(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+        query_y: Tensor,
+        *,
+        steps: int | None = None,
+    ) -> TaskScores:
+        """Query loss and accuracy of each task after every inner step (no meta-graph is kept)."""
+        check_episode(support_x, support_y, query_x, query_y)
+        self._check_labels(support_x, support_y, query_y)
+        steps = self.inner_steps if steps is None else positive_int("steps", steps)
+        params = {n: p.detach() for n, p in self.model_params().items()}
+        losses, accuracies = [], []
+        for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y, strict=True):
+            trajectory = self._trajectory(params, sx, sy, steps, first_order=True)
+            with torch.no_grad():
+                logits = [self._forward(p, qx) for p in trajectory]
+                losses.append(torch.stack([self.loss_fn(lg, qy) for lg in logits]))
+                accuracies.append(
+                    torch.stack([(lg.argmax(-1) == qy).float().mean() for lg in logits])
+                )
+        return TaskScores(torch.stack(losses), torch.stack(accuracies))
+
+    def learned_inner_lrs(self) -> dict[str, list[float]]:
+        """Current inner learning rates per adapting tensor and step (constant for ``fixed``)."""
+        return self.inner_update.learned_rates()
+
+
+_PRESET_BY_FLAGS = {
+    (False, False): "maml",
+    (True, False): "fomaml",
+    (False, True): "mamlpp",
+    (True, True): "fomamlpp",
+}
+
+
+class MAML(MetaLearner):
+    """The seed document's entry point: flip ``first_order`` / ``plus_plus`` to switch algorithm.
+
+    ``MAML(model)`` is MAML (Finn 2017); ``first_order=True`` FOMAML; ``plus_plus=True`` MAML++
+    (multi-step loss + per-layer per-step learned LRs); both flags: first-order MAML++.
+
+    >>> import torch, mamlkit
+    >>> learner = mamlkit.MAML(torch.nn.Linear(4, 3), inner_lr=0.1, inner_steps=2, plus_plus=True)
+    >>> learner.algorithm.name
+    'mamlpp'
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_lr: float = 0.4,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        plus_plus: bool = False,
+        **settings: object,
+    ) -> None:
+        for flag, value in (("first_order", first_order), ("plus_plus", plus_plus)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{flag} must be True or False, got {value!r}")
+        preset = _PRESET_BY_FLAGS[(first_order, plus_plus)]
+        super().__init__(model, preset, inner_lr=inner_lr, inner_steps=inner_steps, **settings)  # type: ignore[arg-type]

@@ -1,0 +1,433 @@
+"""Omniglot for few-shot learning, split and preprocessed as in Vinyals et al. (2016) / Finn et al.
+(2017).
+
+All 1623 characters of the two official archives are sorted by name ("Alphabet/characterNN"),
+permuted with ``numpy.random.default_rng(split_seed)`` and cut into 1200 "train" and 423 "test"
+characters (or 1100 "train", 100 "val", 423 "test" with ``validation=True``; the test characters
+are the same in both modes). Images are read straight from the zips, resized to
+``image_size`` (28 by default) with Lanczos filtering and inverted so strokes are 1 and background
+0. Rotating a character by 90/180/270 degrees makes three new classes (on by default for "train").
+
+Class index layout: with rotations, class ``c`` is character ``c // 4`` of this split rotated by
+``(c % 4) * 90`` degrees counter-clockwise; without, class ``c`` is character ``c``. Characters in a
+split are in name order (``Omniglot.characters``).
+
+Decoding the 32,460 PNGs takes seconds, so the decoded uint8 images are cached in a ``.npz`` file
+keyed by the archives' SHA-256, the image size and :data:`FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from mamlkit.data.download import download_omniglot
+from mamlkit.io import atomic_write_bytes
+
+#: Bump when the decoded representation changes, so stale cache files are not reused.
+FORMAT_VERSION = 1
+
+#: The official archives and how many characters each holds.
+ARCHIVES: dict[str, int] = {"images_background.zip": 964, "images_evaluation.zip": 659}
+NUM_CHARACTERS = sum(ARCHIVES.values())  # 1623
+NUM_TEST = 423
+SPLIT_SIZES: dict[bool, dict[str, int]] = {
+    False: {"train": 1200, "test": NUM_TEST},
+    True: {"train": 1100, "val": 100, "test": NUM_TEST},
+}
+NUM_ROTATIONS = 4
+
+DATA_ENV = "MAMLKIT_DATA"
+CACHE_ENV = "MAMLKIT_CACHE"
+
+
+class OmniglotArchiveError(ValueError):
+    """An Omniglot archive that cannot be read or lacks the official layout."""
+
+
+def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``root``, else ``$MAMLKIT_DATA``, else ``~/.cache/mamlkit``."""
+    if root is None:
+        root = os.environ.get(DATA_ENV) or Path.home() / ".cache" / "mamlkit"
+    return Path(root).expanduser()
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The decoded-image cache folder: ``cache_dir``, else ``$MAMLKIT_CACHE``, else
+    ``~/.cache/mamlkit/decoded``."""
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mamlkit" / "decoded"
+    return Path(cache_dir).expanduser()
+
+
+def split_characters(split: str, *, validation: bool = False, split_seed: int = 0) -> np.ndarray:
+    """Indices (into the name-sorted list of all 1623 characters) of one split, sorted.
+
+    Uses its own ``numpy.random.default_rng(split_seed)``, so global seeds never change the split.
+    """
+    sizes = _check_split(split, validation)
+    order = np.random.default_rng(split_seed).permutation(NUM_CHARACTERS)
+    start = 0
+    for name, size in sizes.items():
+        if name == split:
+            return np.sort(order[start : start + size])
+        start += size
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_split(split: str, validation: bool) -> dict[str, int]:
+    sizes = SPLIT_SIZES[bool(validation)]
+    if split not in sizes:
+        valid = ", ".join(repr(s) for s in sizes)
+        if split in SPLIT_SIZES[True]:
+            raise ValueError(
+                f"omniglot split {split!r} exists only with validation=True; valid splits without "
+                f"it: {valid}"
+            )
+        raise ValueError(f"unknown omniglot split {split!r}; valid splits: {valid}")
+    return sizes
+
+
+class _Decoded(NamedTuple):
+    images: np.ndarray  # uint8 [total images, H, W], strokes 255
+    offsets: np.ndarray  # int64 [characters + 1]; character i is images[offsets[i]:offsets[i+1]]
+    names: list[str]  # "Alphabet/characterNN", sorted
+
+
+class Omniglot:
+    """One split of Omniglot as few-shot classes of uint8 images, served as float32 by :meth:`get`.
+
+    Args:
+        root: data root holding ``omniglot/images_background.zip`` and
+            ``omniglot/images_evaluation.zip`` (default ``$MAMLKIT_DATA``, else
+            ``~/.cache/mamlkit``). A folder holding the two zips directly also works.
+        split: "train" or "test", or "train"/"val"/"test" with ``validation=True``.
+        validation: carve 100 validation characters out of the 1200 training ones.
+        rotations: add the 90/180/270 degree rotations as classes; default only for "train".
+        image_size: side of the square images after resizing (105 keeps the originals).
+        download: fetch missing archives (see :mod:`mamlkit.data.download`).
+        cache_dir: where decoded images are cached (default ``$MAMLKIT_CACHE``, else
+            ``~/.cache/mamlkit/decoded``).
+        split_seed: seed of the character permutation that defines the splits.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        split: str = "train",
+        *,
+        validation: bool = False,
+        rotations: bool | None = None,
+        image_size: int = 28,
+        download: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        split_seed: int = 0,
+    ) -> None:
+        # Cheap argument checks first, before any file is touched.
+        characters = split_characters(split, validation=validation, split_seed=split_seed)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        self.split = split
+        self.validation = bool(validation)
+        self.rotations = (split == "train") if rotations is None else bool(rotations)
+        self.image_size = image_size
+        self.split_seed = split_seed
+        self.root = resolve_data_root(root)
+        self.archives = _locate_archives(self.root, root, download)
+
+        decoded, self.cache_path, self.from_cache = _load_decoded(
+            self.archives, image_size, resolve_cache_dir(cache_dir)
+        )
+        counts = np.diff(decoded.offsets)[characters]
+        self.characters: list[str] = [decoded.names[i] for i in characters]
+        self.num_characters = len(characters)
+        images = np.concatenate(
+            [decoded.images[decoded.offsets[i] : decoded.offsets[i + 1]] for i in characters]
+        )
+        self._images = torch.from_numpy(images)  # uint8 [images, H, W]
+        self._char_counts = torch.from_numpy(counts.astype(np.int64))
+        self._char_offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]))
+
+        self._rot = NUM_ROTATIONS if self.rotations else 1
+        self.num_classes: int = self.num_characters * self._rot
+        self.image_shape: tuple[int, int, int] = (1, image_size, image_size)
+        self.samples_per_class: np.ndarray = np.repeat(counts.astype(np.int64), self._rot)
+        self.samples_per_class.flags.writeable = False
+        self.class_names: list[str] = [
+            f"{name}@rot{90 * k}" if k else name
+            for name in self.characters
+            for k in range(self._rot)
+        ]
+
+    @property
+    def description(self) -> str:
+        """How error messages name this dataset, e.g. "the omniglot 'test' split"."""
+        return f"the omniglot {self.split!r} split"
+
+    def __repr__(self) -> str:
+        return (
+            f"Omniglot(split={self.split!r}, validation={self.validation}, "
+            f"classes={self.num_classes}, characters={self.num_characters}, "
+            f"rotations={self.rotations}, image_size={self.image_size}, "
+            f"split_seed={self.split_seed})"
+        )
+
+    def get(self, class_indices: Any, sample_indices: Any) -> torch.Tensor:
+        """Images ``sample_indices[i]`` of classes ``class_indices[i]`` as float32 [n, 1, H, W].
+
+        Both arguments are 1-D integer sequences (lists, numpy arrays or tensors) of equal length.
+        Pixels are in [0, 1], strokes 1. Rotated classes are rotated here, on the fly.
+        """
+        cls = _index_tensor(class_indices, "class_indices")
+        smp = _index_tensor(sample_indices, "sample_indices")
+        if cls.shape != smp.shape:
+            raise ValueError(
+                f"class_indices and sample_indices must have the same length, got "
+                f"{cls.numel()} and {smp.numel()}"
+            )
+        if cls.numel() and (int(cls.min()) < 0 or int(cls.max()) >= self.num_classes):
+            bad = int(cls[(cls < 0) | (cls >= self.num_classes)][0])
+            raise IndexError(
+                f"class index {bad} out of range: {self.description} has {self.num_classes} "
+                f"classes (0..{self.num_classes - 1})"
+            )
+        char = torch.div(cls, self._rot, rounding_mode="floor")
+        counts = self._char_counts[char]
+        out_of_range = (smp < 0) | (smp >= counts)
+        if bool(out_of_range.any()):
+            i = int(out_of_range.nonzero()[0, 0])
+            c = int(cls[i])
+            raise IndexError(
+                f"sample index {int(smp[i])} out of range for class {c} ({self.class_names[c]}), "
+                f"which has {int(counts[i])} samples"
+            )
+        images = self._images.index_select(0, self._char_offsets[char] + smp)
+        if self._rot > 1:
+            k = cls % self._rot
+            for turns in range(1, self._rot):
+                rows = (k == turns).nonzero().squeeze(1)
+                if rows.numel():
+                    rotated = torch.rot90(images.index_select(0, rows), turns, dims=(1, 2))
+                    images.index_copy_(0, rows, rotated)
+        return images.unsqueeze(1).to(torch.float32).div_(255.0)
+
+
+def _index_tensor(values: Any, what: str) -> torch.Tensor:
+    t = torch.as_tensor(values)
+    if t.numel() == 0:
+        t = t.to(torch.int64)
+    if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
+        raise TypeError(f"{what} must hold integers, got dtype {t.dtype}")
+    if t.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {tuple(t.shape)}")
+    return t.to(torch.int64)
+
+
+def _locate_archives(root: Path, given: object, download: bool) -> list[Path]:
+    """Paths of the two archives under ``root``, downloading missing ones if asked to."""
+    if given is not None:
+        source = "the root argument"
+    elif os.environ.get(DATA_ENV):
+        source = f"${DATA_ENV}"
+    else:
+        source = f"the default, as neither root nor ${DATA_ENV} was set"
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"the data root {root} (from {source}) is a file, not a folder; pass the folder "
+            f"that holds omniglot/images_background.zip (--data-root / ${DATA_ENV})"
+        )
+    folder = root / "omniglot"
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; expected a folder holding the archives")
+    if not any((folder / n).exists() for n in ARCHIVES) and all(
+        (root / n).is_file() for n in ARCHIVES
+    ):
+        folder = root  # the caller pointed at the folder holding the zips themselves
+    paths = [folder / name for name in ARCHIVES]
+    missing = [p for p in paths if not p.exists()]
+    if missing and download:
+        download_omniglot(folder)
+    elif missing:
+        raise FileNotFoundError(
+            f"Omniglot archive not found: {missing[0]} (data root {root}, from {source}). "
+            f"Pass download=True (--download on the command line) to fetch it, or set --data-root "
+            f"/ ${DATA_ENV} to a folder holding omniglot/images_background.zip and "
+            f"omniglot/images_evaluation.zip."
+        )
+    for p in paths:
+        if not p.is_file():
+            raise OmniglotArchiveError(f"{p} is not a file; expected the zip archive there")
+    return paths
+
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _SHA_MEMO:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA_MEMO[memo_key] = digest.hexdigest()
+    return _SHA_MEMO[memo_key]
+
+
+def _load_decoded(
+    archives: Sequence[Path], image_size: int, cache_dir: Path
+) -> tuple[_Decoded, Path | None, bool]:
+    """All characters' images, from the cache if valid, else decoded (and cached if possible).
+
+    Returns ``(decoded, cache file or None when caching failed, whether it came from the cache)``.
+    """
+    meta = {
+        "format": FORMAT_VERSION,
+        "image_size": image_size,
+        "archives": {p.name: _sha256(p) for p in archives},
+    }
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    cache_file = cache_dir / f"omniglot-{image_size}px-{key[:24]}.npz"
+    if cache_file.is_file():
+        cached = _read_cache(cache_file, meta)
+        if cached is not None:
+            return cached, cache_file, True
+
+    decoded = _merge([_decode_archive(p, image_size) for p in archives])
+    try:
+        _write_cache(cache_file, decoded, meta)
+    except OSError as e:
+        warnings.warn(
+            f"could not write the decoded Omniglot cache {cache_file} ({e}); continuing without "
+            f"it, so every run decodes the images again. Point cache_dir / ${CACHE_ENV} at a "
+            f"writable folder to avoid that",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return decoded, None, False
+    return decoded, cache_file, False
+
+
+def _read_cache(path: Path, meta: dict[str, Any]) -> _Decoded | None:
+    """The cached arrays, or ``None`` (with a warning) if the file is unreadable or inconsistent."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored_meta = json.loads(str(data["meta"][()]))
+            images, offsets, names = data["images"], data["offsets"], data["names"].tolist()
+        size = meta["image_size"]
+        consistent = (
+            stored_meta == meta
+            and images.dtype == np.uint8
+            and images.shape[1:] == (size, size)
+            and offsets.ndim == 1
+            and len(offsets) == len(names) + 1 == NUM_CHARACTERS + 1
+            and offsets[0] == 0
+            and offsets[-1] == len(images)
+            and bool(np.all(np.diff(offsets) > 0))
+        )
+        if not consistent:
+            raise ValueError("contents do not match the archives")
+    except Exception as e:  # any failure just means "rebuild": the cache is disposable
+        warnings.warn(
+            f"ignoring unreadable Omniglot cache file {path} ({type(e).__name__}: {e}); "
+            f"decoding the archives again",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+    return _Decoded(images, offsets.astype(np.int64), [str(n) for n in names])
+
+
+def _write_cache(path: Path, decoded: _Decoded, meta: dict[str, Any]) -> None:
+    """Write atomically (temporary file in the same folder, then ``os.replace``)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        images=decoded.images,
+        offsets=decoded.offsets,
+        names=np.array(decoded.names, dtype=str),
+        meta=np.array(json.dumps(meta, sort_keys=True)),
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _merge(parts: Sequence[_Decoded]) -> _Decoded:
+    """Concatenate decoded archives, characters sorted by name."""
+    names = [n for part in parts for n in part.names]
+    if len(set(names)) != len(names):
+        raise OmniglotArchiveError("the archives share character names; expected disjoint ones")
+    images = np.concatenate([part.images for part in parts])
+    starts = np.concatenate(
+        [part.offsets[:-1] + sum(len(p.images) for p in parts[:i]) for i, part in enumerate(parts)]
+    )
+    counts = np.concatenate([np.diff(part.offsets) for part in parts])
+    order = sorted(range(len(names)), key=names.__getitem__)
+    images = np.concatenate([images[starts[i] : starts[i] + counts[i]] for i in order])
+    offsets = np.concatenate([[0], np.cumsum(counts[order])]).astype(np.int64)
+    return _Decoded(images, offsets, [names[i] for i in order])
+
+
+def _list_characters(zf: zipfile.ZipFile, path: Path, top: str) -> dict[str, list[str]]:
+    """``{"Alphabet/characterNN": [sorted member names]}`` of ``top/<Alphabet>/<char>/*.png``."""
+    characters: dict[str, list[str]] = {}
+    for member in zf.namelist():
+        parts = member.split("/")
+        if len(parts) == 4 and parts[0] == top and parts[3].lower().endswith(".png"):
+            characters.setdefault(f"{parts[1]}/{parts[2]}", []).append(member)
+    expected = ARCHIVES.get(path.name)
+    if not characters:
+        example = next(iter(zf.namelist()), "nothing")
+        raise OmniglotArchiveError(
+            f"{path} lacks the Omniglot layout: no {top}/<Alphabet>/<characterNN>/<image>.png "
+            f"entries (first entry: {example!r}). Is this the right archive?"
+        )
+    if expected is not None and len(characters) != expected:
+        raise OmniglotArchiveError(
+            f"{path} holds {len(characters)} characters under {top}/, expected {expected}; the "
+            f"archive is incomplete or not the official one"
+        )
+    return {name: sorted(members) for name, members in sorted(characters.items())}
+
+
+def _decode_archive(path: Path, image_size: int) -> _Decoded:
+    """Decode every character image of one archive: grayscale, Lanczos-resized, inverted (uint8)."""
+    from PIL import Image
+
+    top = path.name.removesuffix(".zip")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            characters = _list_characters(zf, path, top)
+            counts = [len(members) for members in characters.values()]
+            images = np.empty((sum(counts), image_size, image_size), dtype=np.uint8)
+            members = (m for ms in characters.values() for m in ms)
+            for i, member in enumerate(members):
+                try:
+                    with Image.open(io.BytesIO(zf.read(member))) as im:
+                        gray = im.convert("L")
+                    if gray.size != (image_size, image_size):
+                        gray = gray.resize((image_size, image_size), Image.LANCZOS)
+                    images[i] = 255 - np.asarray(gray, dtype=np.uint8)
+                except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+                    raise OmniglotArchiveError(
+                        f"{path}: cannot decode {member} ({type(e).__name__}: {e}); the archive "
+                        f"is corrupt: delete it and download it again"
+                    ) from e
+    except zipfile.BadZipFile as e:
+        raise OmniglotArchiveError(
+            f"{path} is not a readable zip archive ({e}); it is truncated or corrupt: delete it "
+            f"and download it again (download=True / --download)"
+        ) from e
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return _Decoded(images, offsets, list(characters))

@@ -1,0 +1,185 @@
+"""N-way K-shot episode sampling over any few-shot dataset, reproducible from one seed.
+
+Each task of a meta-batch picks ``ways`` distinct classes uniformly at random; a class's label is
+its position in that random order (0..N-1), so labels carry no information across tasks. From each
+class it draws ``shots + queries`` distinct samples: the first ``shots`` form the support set, the
+rest the query set. Support and query are ordered by label (label-major).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mamlkit.checks import positive_int
+
+STATE_VERSION = 1
+
+
+@runtime_checkable
+class FewShotDataset(Protocol):
+    """What :class:`EpisodeSampler` needs from a dataset."""
+
+    num_classes: int
+    image_shape: tuple[int, ...]
+    samples_per_class: np.ndarray  # int [num_classes]
+
+    def get(self, class_indices: Any, sample_indices: Any) -> Tensor:
+        """Float images ``[n, *image_shape]`` for paired 1-D class and sample indices."""
+        ...
+
+
+class Episode(NamedTuple):
+    """One meta-batch of ``B`` tasks; labels are 0..N-1 within each task."""
+
+    support_x: Tensor  # [B, N*K, C, H, W] float32
+    support_y: Tensor  # [B, N*K] int64
+    query_x: Tensor  # [B, N*Q, C, H, W] float32
+    query_y: Tensor  # [B, N*Q] int64
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Episode:
+        """The same episode with every tensor moved to ``device``."""
+        return Episode(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+class EpisodeSampler:
+    """Draws meta-batches of N-way K-shot tasks from ``dataset`` with its own RNG.
+
+    Args:
+        dataset: any :class:`FewShotDataset`.
+        ways: N, classes per task.
+        shots: K, support samples per class.
+        queries: Q, query samples per class.
+        meta_batch: B, tasks per episode batch.
+        seed: seed of the sampler's ``numpy.random.default_rng``; global RNGs are never used.
+        batches: number of meta-batches one iteration yields; ``None`` iterates forever.
+    """
+
+    def __init__(
+        self,
+        dataset: FewShotDataset,
+        ways: int,
+        shots: int,
+        queries: int,
+        meta_batch: int,
+        *,
+        seed: int = 0,
+        batches: int | None = None,
+    ) -> None:
+        self.ways = positive_int("ways", ways)
+        self.shots = positive_int("shots", shots)
+        self.queries = positive_int("queries", queries)
+        self.meta_batch = positive_int("meta_batch", meta_batch)
+        self.batches = None if batches is None else positive_int("batches", batches)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+
+        name = getattr(dataset, "description", type(dataset).__name__)
+        num_classes = int(dataset.num_classes)
+        counts = np.asarray(dataset.samples_per_class, dtype=np.int64)
+        if counts.shape != (num_classes,):
+            raise ValueError(
+                f"{name}: samples_per_class has shape {counts.shape}, expected ({num_classes},)"
+            )
+        if self.ways > num_classes:
+            raise ValueError(f"ways={self.ways} but {name} has only {num_classes} classes")
+        per_class = self.shots + self.queries
+        smallest = int(counts.min())
+        if per_class > smallest:
+            raise ValueError(
+                f"shots={self.shots} + queries={self.queries} = {per_class} samples per class are "
+                f"needed but {name} has only {smallest} samples in its smallest class"
+            )
+        self.dataset = dataset
+        self._counts = counts
+        self._uniform = bool(np.all(counts == counts[0]))
+        self._rng = np.random.default_rng(self.seed)
+
+    def _choose_classes(self) -> np.ndarray:
+        """[B, N] distinct classes per task, in random order."""
+        rng, num_classes = self._rng, len(self._counts)
+        tasks = [rng.choice(num_classes, self.ways, replace=False) for _ in range(self.meta_batch)]
+        return np.stack(tasks)
+
+    def _choose_samples(self, classes: np.ndarray) -> np.ndarray:
+        """[B, N, K+Q] distinct sample indices per chosen class (random order)."""
+        per_class = self.shots + self.queries
+        if self._uniform:
+            keys = self._rng.random((*classes.shape, int(self._counts[0])))
+        else:
+            # Random keys, +inf past each class's count, so argsort only ranks existing samples.
+            width = int(self._counts[classes].max())
+            keys = self._rng.random((*classes.shape, width))
+            keys[np.arange(width) >= self._counts[classes][..., None]] = np.inf
+        return np.argsort(keys, axis=-1)[..., :per_class]
+
+    def sample(self) -> Episode:
+        """One meta-batch of ``meta_batch`` tasks."""
+        b, n, k, q = self.meta_batch, self.ways, self.shots, self.queries
+        classes = self._choose_classes()  # [B, N]
+        samples = self._choose_samples(classes)  # [B, N, K+Q]
+        class_idx = np.broadcast_to(classes[..., None], samples.shape)
+        images = self.dataset.get(
+            torch.from_numpy(np.ascontiguousarray(class_idx).reshape(-1)),
+            torch.from_numpy(samples.reshape(-1)),
+        )
+        images = images.reshape(b, n, k + q, *images.shape[1:])
+        support_x = images[:, :, :k].reshape(b, n * k, *images.shape[3:])
+        query_x = images[:, :, k:].reshape(b, n * q, *images.shape[3:])
+        labels = torch.arange(n, dtype=torch.int64)
+        support_y = labels.repeat_interleave(k).expand(b, -1).contiguous()
+        query_y = labels.repeat_interleave(q).expand(b, -1).contiguous()
+        return Episode(support_x, support_y, query_x, query_y)
+
+    def __iter__(self) -> Iterator[Episode]:
+        """Yield meta-batches: ``batches`` of them, or forever when ``batches`` is ``None``.
+
+        The RNG state carries over between iterations; it is not reset.
+        """
+        if self.batches is None:
+            while True:
+                yield self.sample()
+        for _ in range(self.batches):
+            yield self.sample()
+
+    def __len__(self) -> int:
+        if self.batches is None:
+            raise TypeError("an EpisodeSampler without batches= is infinite and has no len()")
+        return self.batches
+
+    def state_dict(self) -> dict[str, Any]:
+        """The RNG state as plain JSON-serialisable data, to resume the same episode stream."""
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "bit_generator": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; later episodes continue its stream exactly."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported sampler state version {state.get('version')!r}, "
+                f"expected {STATE_VERSION}"
+            )
+        bit_state = state["bit_generator"]
+        expected = type(self._rng.bit_generator).__name__
+        if bit_state.get("bit_generator") != expected:
+            raise ValueError(
+                f"sampler state is for bit generator {bit_state.get('bit_generator')!r}, "
+                f"expected {expected!r}"
+            )
+        self._rng.bit_generator.state = bit_state
+        self.seed = int(state.get("seed", self.seed))
+
+    def __repr__(self) -> str:
+        return (
+            f"EpisodeSampler(ways={self.ways}, shots={self.shots}, queries={self.queries}, "
+            f"meta_batch={self.meta_batch}, seed={self.seed}, batches={self.batches})"
+        )

@@ -1,0 +1,71 @@
+"""The standard 4-layer convolutional few-shot classifier (Vinyals 2016, Finn 2017).
+
+Four blocks of [3x3 conv (``hidden`` filters, padding 1), BatchNorm, ReLU, 2x2 max-pool], then a
+linear head. BatchNorm follows the MAML papers' convention: it always normalises with the
+statistics of the batch it is given (``track_running_stats=False``), in training and at test time,
+so each task's support and query sets are normalised by their own statistics and no running
+averages leak across tasks. Its affine scale and shift are ordinary parameters (they adapt).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mamlkit.checks import positive_int
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+
+
+class Conv4(nn.Module):
+    """Conv4 for ``[n, in_channels, image_size, image_size]`` inputs and ``num_classes`` outputs.
+
+    Parameter names: ``features.block{1..4}.{conv,norm}.{weight,bias}`` and ``head.{weight,bias}``
+    (so ``adapt=("head.*",)`` adapts only the classifier).
+    """
+
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 5, hidden: int = 64, image_size: int = 28
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("hidden", hidden),
+            ("image_size", image_size),
+        ):
+            positive_int(f"Conv4 {name}", value)
+        if image_size < 16:
+            raise ValueError(
+                f"Conv4 needs images of at least 16x16 (four 2x2 pools), got {image_size}"
+            )
+        self.features = nn.Sequential()
+        channels = in_channels
+        for i in range(1, 5):
+            self.features.add_module(f"block{i}", ConvBlock(channels, hidden))
+            channels = hidden
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        self.head = nn.Linear(hidden * side * side, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform conv/linear weights, zero biases, unit BatchNorm scale (MAML's code)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.flatten(self.features(x), 1))

@@ -1,0 +1,254 @@
+"""A run on disk: build everything a :class:`TrainConfig` names, train into a folder, evaluate it.
+
+Run folder contents: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per
+logged iteration), ``model.safetensors`` (the learner's state: model weights and learned inner
+learning rates), ``summary.json`` (written at the end), and ``eval.json`` after ``mamlkit eval``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mamlkit.config import ConfigError, TrainConfig, build_config, dump_yaml, load_yaml
+from mamlkit.core.learner import MetaLearner
+from mamlkit.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from mamlkit.models import MODELS
+from mamlkit.training import EvalResult, evaluate, fit, median_or_nan
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FORMAT = "mamlkit-learner-v1"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; an unavailable CUDA device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def build_dataset(config: TrainConfig, split: str) -> Any:
+    from mamlkit.data import DATASETS
+
+    factory = DATASETS.get(config.dataset)
+    return factory(
+        root=config.data_root,
+        split=split,
+        download=config.download,
+        validation=config.validation,
+        split_seed=config.split_seed,
+    )
+
+
+def build_sampler(
+    config: TrainConfig, dataset: Any, *, queries: int, meta_batch: int, seed: int
+) -> Any:
+    from mamlkit.data import EpisodeSampler
+
+    return EpisodeSampler(dataset, config.ways, config.shots, queries, meta_batch, seed=seed)
+
+
+def build_learner(config: TrainConfig, image_shape: tuple[int, ...]) -> MetaLearner:
+    """The model (initialised from ``config.seed`` without touching the global RNG) + algorithm."""
+    factory = MODELS.get(config.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = factory(
+            in_channels=image_shape[0],
+            num_classes=config.ways,
+            hidden=config.hidden,
+            image_size=image_shape[-1],
+        )
+    return MetaLearner(
+        model,
+        config.algorithm,
+        inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps,
+        msl_anneal_iterations=config.msl_anneal_iterations,
+    )
+
+
+def environment() -> dict[str, Any]:
+    """Where a run ran: versions, CPU, threads, GPU."""
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                env["cpu"] = line.split(":", 1)[1].strip()
+                break
+    return env
+
+
+def save_learner(
+    path: Path, learner: MetaLearner, config: TrainConfig, image_shape: tuple[int, ...]
+) -> None:
+    """The learner's state (weights + learned inner LRs) as safetensors, with what rebuilds it."""
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "algorithm": learner.algorithm.name,
+        "image_shape": json.dumps(list(image_shape)),
+        "config": json.dumps(config.to_dict()),
+    }
+    save_tensors(path, learner.state_dict(), metadata)
+
+
+def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run")
+    if (out / WEIGHTS_FILE).exists() or (out / "metrics.jsonl").exists():
+        if not overwrite:
+            raise ConfigError(
+                f"{out} already holds a run; choose another --out or pass --overwrite"
+            )
+        for name in (WEIGHTS_FILE, "metrics.jsonl", "summary.json", "eval.json", CONFIG_FILE):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train_run(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Meta-train as ``config`` says, writing the run folder; returns ``summary.json``'s content."""
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    dataset = build_dataset(config, "train")
+    sampler = build_sampler(
+        config, dataset, queries=config.queries, meta_batch=config.meta_batch, seed=config.seed
+    )
+    learner = build_learner(config, dataset.image_shape).to(device)
+    out = prepare_out_dir(out, overwrite)
+    atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.outer_lr)
+    records: list[dict[str, Any]] = []
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+
+        def on_log(record: dict[str, Any]) -> None:
+            records.append(record)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+        start = time.perf_counter()
+        losses = fit(
+            learner,
+            sampler,
+            optimizer,
+            iterations=config.iterations,
+            device=device,
+            progress=config.progress,
+            log_every=config.log_every,
+            on_log=on_log,
+            description=f"train {config.algorithm}",
+        )
+        seconds = time.perf_counter() - start
+    save_learner(out / WEIGHTS_FILE, learner, config, dataset.image_shape)
+    tail = losses[-max(1, len(losses) // 10) :]
+    summary = {
+        "algorithm": config.algorithm,
+        "iterations": len(losses),
+        "train_seconds": seconds,
+        "seconds_per_iteration": median_or_nan([r["iteration_seconds"] for r in records]),
+        "final_train_loss": sum(tail) / len(tail),
+        "final_train_accuracy": records[-1]["accuracy"] if records else float("nan"),
+        "learned_inner_lrs": learner.learned_inner_lrs(),
+        "device": str(device),
+        "environment": environment(),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_run(
+    run_dir: str | Path, *, device: torch.device | None = None
+) -> tuple[TrainConfig, MetaLearner]:
+    """Rebuild the config and the trained learner of a run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run folder at {run_dir}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no {CONFIG_FILE}; is it a folder written by mamlkit train?"
+        )
+    config = build_config(TrainConfig, load_yaml(run_dir / CONFIG_FILE))
+    tensors, metadata = load_tensors(run_dir / WEIGHTS_FILE)
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{run_dir / WEIGHTS_FILE} is not a mamlkit learner file")
+    if metadata.get("algorithm") != config.algorithm:
+        raise ValueError(
+            f"{run_dir / WEIGHTS_FILE} holds a {metadata.get('algorithm')!r} learner but "
+            f"{CONFIG_FILE} says {config.algorithm!r}"
+        )
+    image_shape = tuple(json.loads(metadata.get("image_shape", "[]")))
+    if not image_shape:
+        raise ValueError(
+            f"{run_dir / WEIGHTS_FILE} does not record the input shape it was trained on"
+        )
+    learner = build_learner(config, image_shape)
+    try:
+        learner.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{run_dir / WEIGHTS_FILE} does not fit the configured model: {error}"
+        ) from None
+    if device is not None:
+        learner.to(device)
+    return config, learner
+
+
+def eval_run(
+    run_dir: str | Path,
+    *,
+    tasks: int = 600,
+    inner_steps: int | None = None,
+    queries: int = 15,
+    seed: int = 0,
+    meta_batch: int = 25,
+    split: str = "test",
+    device: str | None = None,
+    data_root: str | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate a trained run on ``tasks`` tasks of ``split``; writes ``eval.json`` into the run."""
+    run_dir = Path(run_dir)
+    config, learner = load_run(run_dir)
+    if data_root is not None:
+        config.data_root = data_root
+    target = resolve_device(device or config.device)
+    learner.to(target)
+    dataset = build_dataset(config, split)
+    sampler = build_sampler(config, dataset, queries=queries, meta_batch=meta_batch, seed=seed)
+    result = evaluate(
+        learner, sampler, tasks=tasks, inner_steps=inner_steps, device=target, progress=progress
+    )
+    atomic_write_json(
+        run_dir / "eval.json",
+        {
+            **result.to_dict(),
+            "split": split,
+            "queries": queries,
+            "seed": seed,
+            "ways": config.ways,
+            "shots": config.shots,
+        },
+    )
+    return result

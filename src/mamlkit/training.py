@@ -1,0 +1,235 @@
+"""The outer loop: meta-train a :class:`MetaLearner` on a stream of episodes, and evaluate it.
+
+Kept outside :mod:`mamlkit.core` on purpose: the core is pure functions and one module; this file
+adds optimisers, progress bars, logging and statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mamlkit.core.learner import MAML, MetaLearner
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+def _episode_tensors(episode: Any, device: torch.device | None) -> tuple[Tensor, ...]:
+    try:
+        tensors = tuple(episode)
+    except TypeError:
+        tensors = ()
+    if len(tensors) != 4 or not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(
+            "each batch of the task loader must be (support_x, support_y, query_x, query_y) "
+            f"tensors, got {type(episode).__name__}"
+        )
+    if device is not None:
+        tensors = tuple(t.to(device, non_blocking=True) for t in tensors)
+    return tensors
+
+
+def _limited(episodes: Iterable[Any], iterations: int | None) -> Iterator[Any]:
+    if iterations is None:
+        yield from episodes
+        return
+    for index, episode in enumerate(episodes):
+        if index >= iterations:
+            return
+        yield episode
+
+
+def _total(episodes: Iterable[Any], iterations: int | None) -> int | None:
+    if iterations is not None:
+        return iterations
+    try:
+        return len(episodes)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def fit(
+    learner: MetaLearner,
+    episodes: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    iterations: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    log_every: int = 1,
+    on_log: LogFn | None = None,
+    description: str | None = None,
+) -> list[float]:
+    """Meta-train for ``iterations`` meta-batches of ``episodes`` (all of them if ``None``).
+
+    Each iteration: zero grads, ``learner.meta_loss``, backward, ``optimizer.step()``. A non-finite
+    loss stops training with a ``FloatingPointError`` naming the iteration. ``on_log`` receives a
+    record every ``log_every`` iterations and at the last one. Returns the per-iteration losses.
+    """
+    from tqdm.auto import tqdm
+
+    if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    device = torch.device(device) if device is not None else None
+    total = _total(episodes, iterations)
+    if total is None:
+        raise ValueError("the task loader is endless: pass iterations=N")
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(
+        _limited(episodes, iterations),
+        total=total,
+        disable=not progress,
+        desc=description or learner.algorithm.name,
+        unit="it",
+        dynamic_ncols=True,
+    )
+    learner.train()
+    for index, episode in enumerate(bar):
+        tick = time.perf_counter()
+        support_x, support_y, query_x, query_y = _episode_tensors(episode, device)
+        learner.iteration = index
+        optimizer.zero_grad(set_to_none=True)
+        loss, metrics = learner.meta_loss(support_x, support_y, query_x, query_y)
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(
+                f"the meta-loss became {metrics['loss']} at iteration {index + 1}; the usual cause "
+                "is an inner learning rate that is too high (lower --inner-lr) or an outer one "
+                "(--outer-lr)"
+            )
+        loss.backward()
+        optimizer.step()
+        losses.append(metrics["loss"])
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+        if on_log is not None and ((index + 1) % log_every == 0 or index + 1 == total):
+            on_log(
+                {
+                    "iteration": index + 1,
+                    **metrics,
+                    "iteration_seconds": time.perf_counter() - tick,
+                    "elapsed_seconds": time.perf_counter() - start,
+                }
+            )
+    bar.close()
+    return losses
+
+
+def train_maml(
+    model: nn.Module,
+    task_dataloader: Iterable[Any],
+    inner_lr: float = 0.01,
+    outer_lr: float = 0.001,
+    inner_steps: int = 5,
+    first_order: bool = False,
+    plus_plus: bool = False,
+    *,
+    iterations: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> tuple[nn.Module, MAML, list[float]]:
+    """Meta-train ``model`` with MAML, FOMAML (``first_order``) or MAML++ (``plus_plus``).
+
+    ``task_dataloader`` yields ``(support_x, support_y, query_x, query_y)`` task batches (e.g. an
+    :class:`mamlkit.data.EpisodeSampler`); it is consumed once, or for ``iterations`` batches.
+    The outer optimiser is Adam with ``outer_lr``. Returns the trained model, the learner (which
+    holds any learned inner learning rates) and the per-iteration meta-losses.
+    """
+    learner = MAML(
+        model,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        first_order=first_order,
+        plus_plus=plus_plus,
+        **settings,
+    )
+    if device is not None:
+        learner.to(device)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=outer_lr)
+    losses = fit(
+        learner, task_dataloader, optimizer, iterations=iterations, device=device, progress=progress
+    )
+    return learner.model, learner, losses
+
+
+@dataclass
+class EvalResult:
+    """Test accuracy over tasks: mean, 95% confidence half-width (1.96 std / sqrt(tasks)), spread.
+
+    ``std`` is the population standard deviation of the per-task accuracies (``ddof=0``, as in the
+    MAML papers' code). ``per_step_*`` hold means over tasks after 0, 1, ..., K inner steps.
+    """
+
+    accuracy: float
+    ci95: float
+    std: float
+    tasks: int
+    inner_steps: int
+    per_step_accuracy: list[float]
+    per_step_loss: list[float]
+    task_accuracies: list[float] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return f"accuracy {100 * self.accuracy:.2f}% +- {100 * self.ci95:.2f}% ({self.tasks} tasks)"
+
+
+def evaluate(
+    learner: MetaLearner,
+    episodes: Iterable[Any],
+    *,
+    tasks: int,
+    inner_steps: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Adapt to ``tasks`` test tasks from ``episodes`` and score their query sets at every step."""
+    from tqdm.auto import tqdm
+
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise ValueError(f"tasks must be a positive integer, got {tasks!r}")
+    device = torch.device(device) if device is not None else None
+    losses: list[Tensor] = []
+    accuracies: list[Tensor] = []
+    seen = 0
+    learner.eval()
+    with tqdm(total=tasks, disable=not progress, desc="eval", unit="task") as bar:
+        for episode in episodes:
+            scores = learner.score_tasks(*_episode_tensors(episode, device), steps=inner_steps)
+            take = min(tasks - seen, scores.accuracy.shape[0])
+            losses.append(scores.loss[:take].cpu())
+            accuracies.append(scores.accuracy[:take].cpu())
+            seen += take
+            bar.update(take)
+            if seen >= tasks:
+                break
+    learner.train()
+    if seen < tasks:
+        raise ValueError(f"the task loader ran out after {seen} of {tasks} tasks")
+    loss = torch.cat(losses).double()
+    accuracy = torch.cat(accuracies).double()
+    final = accuracy[:, -1]
+    std = float(final.std(correction=0))
+    return EvalResult(
+        accuracy=float(final.mean()),
+        ci95=1.96 * std / math.sqrt(tasks),
+        std=std,
+        tasks=tasks,
+        inner_steps=accuracy.shape[1] - 1,
+        per_step_accuracy=accuracy.mean(0).tolist(),
+        per_step_loss=loss.mean(0).tolist(),
+        task_accuracies=final.tolist(),
+    )
+
+
+def median_or_nan(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
