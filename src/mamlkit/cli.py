@@ -10,29 +10,47 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mamlkit.config import TrainConfig, build_config, load_yaml
+from mamlkit.config import EvalConfig, TrainConfig, build_config, load_yaml
 
 
-def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One ``--option`` per field of the config dataclass ``cls`` (``--prefix-option`` if given)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + prefix + f.name.replace("_", "-")
         kind = hints[f.name]
         allowed = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        help_text = f.metadata.get("help", "")
+        if f.default is not None:
+            help_text += f" (default: {f.default})"
+        dest = (prefix + f.name).replace("-", "_")
         if allowed[0] is bool:
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
             parser.add_argument(
-                flag, type=allowed[0], default=None, metavar=f.name.upper(), help=help_text
+                flag,
+                dest=dest,
+                type=allowed[0],
+                default=None,
+                metavar=f.name.upper(),
+                help=help_text,
             )
+
+
+def _given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The config options given on the command line (unset flags are ``None``)."""
+    values = {
+        f.name: getattr(args, (prefix + f.name).replace("-", "_")) for f in dataclasses.fields(cls)
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,26 +67,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="evaluate a trained run on test tasks")
     ev.add_argument("run_dir", help="folder written by mamlkit train")
-    ev.add_argument("--tasks", type=int, default=600, help="test tasks (default: 600)")
-    ev.add_argument(
-        "--inner-steps",
-        type=int,
-        default=None,
-        help="inner steps at test time (default: the training value)",
-    )
-    ev.add_argument(
-        "--queries", type=int, default=15, help="query examples per class (default: 15)"
-    )
-    ev.add_argument("--seed", type=int, default=0, help="seed of the test task stream (default: 0)")
-    ev.add_argument(
-        "--meta-batch", type=int, default=25, help="tasks evaluated at once (default: 25)"
-    )
-    ev.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    _add_config_options(ev, EvalConfig)
     ev.add_argument("--device", default=None, help="device (default: the run's)")
     ev.add_argument("--data-root", default=None, help="data folder (default: the run's)")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    commands.add_parser("list", help="show registered algorithms, datasets and models")
+    cmp = commands.add_parser(
+        "compare",
+        help="train and evaluate several algorithms on identical tasks; write a report",
+        description="Each algorithm trains in its own process on the identical task stream from "
+        "the same initial weights and is tested on the identical tasks. Train options (e.g. "
+        "--iterations) and --eval-* options override the preset for every algorithm.",
+    )
+    cmp.add_argument(
+        "--algorithms", default=None, help="comma-separated algorithm names (default: the preset's)"
+    )
+    cmp.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (GPU, hours)")
+    cmp.add_argument("--out", required=True, help="folder for results.json, report.md and plots")
+    cmp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a comparison in --out, skipping finished algorithms",
+    )
+    cmp.add_argument("--config", help="YAML of train keys (and eval_* keys) overriding the preset")
+    cmp.add_argument(
+        "--curve-points",
+        type=int,
+        default=None,
+        help="test evaluations during training, for accuracy vs time (0: none)",
+    )
+    cmp.add_argument("--curve-tasks", type=int, default=None, help="test tasks per curve point")
+    _add_config_options(cmp, TrainConfig)
+    _add_config_options(cmp, EvalConfig, prefix="eval-")
+
+    commands.add_parser("list", help="show registered algorithms, datasets, models and presets")
     return parser
 
 
@@ -76,10 +108,7 @@ def _train(args: argparse.Namespace) -> int:
     from mamlkit.runs import train_run
 
     file_layer = load_yaml(args.config) if args.config else {}
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    config = build_config(
-        TrainConfig, file_layer, {k: v for k, v in flags.items() if v is not None}
-    )
+    config = build_config(TrainConfig, file_layer, _given(args, TrainConfig))
     summary = train_run(config, args.out, overwrite=args.overwrite)
     print(
         f"trained {summary['algorithm']} for {summary['iterations']} iterations in "
@@ -92,23 +121,49 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from mamlkit.runs import eval_run
 
-    for name in ("tasks", "queries", "meta_batch", "inner_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    evaluation = build_config(EvalConfig, _given(args, EvalConfig))
     result = eval_run(
         args.run_dir,
-        tasks=args.tasks,
-        inner_steps=args.inner_steps,
-        queries=args.queries,
-        seed=args.seed,
-        meta_batch=args.meta_batch,
-        split=args.split,
+        evaluation,
         device=args.device,
         data_root=args.data_root,
         progress=not args.no_progress,
     )
     print(result.summary())
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mamlkit.compare.presets import COMPARE_PRESETS
+    from mamlkit.compare.runner import plan_algorithms, run_comparison
+
+    preset = COMPARE_PRESETS.get(args.preset)
+    if args.curve_points is not None or args.curve_tasks is not None:
+        if (args.curve_points or 0) < 0 or (args.curve_tasks is not None and args.curve_tasks < 1):
+            raise ValueError("--curve-points must be >= 0 and --curve-tasks >= 1")
+        preset = dataclasses.replace(
+            preset,
+            curve_points=preset.curve_points if args.curve_points is None else args.curve_points,
+            curve_tasks=preset.curve_tasks if args.curve_tasks is None else args.curve_tasks,
+        )
+    names = (
+        [n.strip() for n in args.algorithms.split(",") if n.strip()] if args.algorithms else None
+    )
+    file_layer = load_yaml(args.config) if args.config else {}
+    plans = plan_algorithms(
+        preset,
+        names,
+        train_layers=[
+            {k: v for k, v in file_layer.items() if not str(k).startswith("eval_")},
+            _given(args, TrainConfig),
+        ],
+        eval_layers=[
+            {str(k)[5:]: v for k, v in file_layer.items() if str(k).startswith("eval_")},
+            _given(args, EvalConfig, prefix="eval-"),
+        ],
+    )
+    run_comparison(preset, plans, args.out, resume=args.resume, command=args.command_line)
+    print(f"wrote {args.out}/results.json, {args.out}/report.md and the plots")
     return 0
 
 
@@ -128,24 +183,43 @@ def _list(args: argparse.Namespace) -> int:
         print(f"dataset    {name}")
     for name in MODELS:
         print(f"model      {name}")
+    from mamlkit.compare.presets import COMPARE_PRESETS
+
+    for name in COMPARE_PRESETS:
+        print(f"preset     {name:10s} {COMPARE_PRESETS.get(name).description}")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mamlkit`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    handlers: dict[str, Any] = {"train": _train, "eval": _eval, "list": _list}
+def run_guarded(command: str, action: Callable[[], int]) -> int:
+    """Run ``action``; an expected failure becomes one line on stderr and exit status 2.
+
+    Ctrl-C gives status 130. ``MAMLKIT_DEBUG=1`` re-raises, for the full traceback.
+    """
     try:
-        return handlers[args.command](args)
+        return action()
     except KeyboardInterrupt:
-        print("mamlkit: interrupted", file=sys.stderr)
+        print(f"mamlkit {command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, KeyError, OSError, FloatingPointError) as error:
         if os.environ.get("MAMLKIT_DEBUG"):
             raise
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"mamlkit {args.command}: error: {message}", file=sys.stderr)
+        print(f"mamlkit {command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mamlkit`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = "mamlkit " + shlex.join(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "train": _train,
+        "eval": _eval,
+        "compare": _compare,
+        "list": _list,
+    }
+    return run_guarded(args.command, lambda: handlers[args.command](args))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ class TrainConfig:
     meta_batch: int = _option(32, "tasks per outer step")
     outer_lr: float = _option(0.001, "Adam learning rate of the outer loop")
     iterations: int = _option(1000, "outer steps")
+    outer_lr_schedule: str = _option(
+        "constant", "outer learning-rate schedule: constant or cosine (annealed to outer_lr_min)"
+    )
+    outer_lr_min: float = _option(1e-5, "final outer learning rate of the cosine schedule")
     msl_anneal_iterations: int = _option(
         5000, "MAML++ multi-step loss: iterations until only the last step counts"
     )
@@ -59,6 +63,29 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+OUTER_LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class EvalConfig:
+    """How a trained run is evaluated: on ``tasks`` tasks of ``split`` drawn with ``seed``."""
+
+    tasks: int = _option(600, "test tasks")
+    inner_steps: int | None = _option(
+        None, "inner steps at test time (default: the training value)"
+    )
+    queries: int = _option(15, "query examples per class")
+    seed: int = _option(0, "seed of the test task stream")
+    meta_batch: int = _option(25, "tasks evaluated at once")
+    split: str = _option("test", "split to evaluate on")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 POSITIVE_INTS = (
     "ways",
     "shots",
@@ -68,6 +95,7 @@ POSITIVE_INTS = (
     "iterations",
     "hidden",
     "log_every",
+    "tasks",
 )
 
 
@@ -105,13 +133,21 @@ def validate(config: Any) -> None:
     for f in dataclasses.fields(config):
         setattr(config, f.name, check_type(f.name, getattr(config, f.name), hints[f.name]))
     for key in POSITIVE_INTS:
-        if hasattr(config, key) and getattr(config, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {getattr(config, key)}")
+        value = getattr(config, key, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
     for key in ("inner_lr", "outer_lr"):
         if hasattr(config, key):
             value = getattr(config, key)
             if not (0 < value < float("inf")):
                 raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+    schedule = getattr(config, "outer_lr_schedule", "constant")
+    if schedule not in OUTER_LR_SCHEDULES:
+        raise ConfigError(
+            f"outer_lr_schedule must be one of {', '.join(OUTER_LR_SCHEDULES)}, got {schedule!r}"
+        )
+    if getattr(config, "outer_lr_min", 0.0) < 0:
+        raise ConfigError(f"outer_lr_min must be >= 0, got {config.outer_lr_min}")
     if getattr(config, "threads", None) is not None and config.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {config.threads}")
     if getattr(config, "msl_anneal_iterations", 0) < 0:

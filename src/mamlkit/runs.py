@@ -8,17 +8,20 @@ learning rates), ``summary.json`` (written at the end), and ``eval.json`` after 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import platform
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mamlkit.config import ConfigError, TrainConfig, build_config, dump_yaml, load_yaml
+from mamlkit.config import ConfigError, EvalConfig, TrainConfig, build_config, dump_yaml, load_yaml
 from mamlkit.core.learner import MetaLearner
+from mamlkit.fingerprint import TensorDigest, digest_state, digesting
 from mamlkit.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from mamlkit.memory import PeakMemory
 from mamlkit.models import MODELS
 from mamlkit.training import EvalResult, evaluate, fit, median_or_nan
 
@@ -84,6 +87,7 @@ def build_learner(config: TrainConfig, image_shape: tuple[int, ...]) -> MetaLear
 def environment() -> dict[str, Any]:
     """Where a run ran: versions, CPU, threads, GPU."""
     env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -127,8 +131,32 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def train_run(config: TrainConfig, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Meta-train as ``config`` says, writing the run folder; returns ``summary.json``'s content."""
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The outer learning-rate schedule: constant, or cosine annealing to ``outer_lr_min``."""
+    if config.outer_lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.iterations, eta_min=config.outer_lr_min
+        )
+    return None
+
+
+RecordHook = Callable[[dict[str, Any], MetaLearner], None]
+
+
+def train_run(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    on_record: RecordHook | None = None,
+) -> dict[str, Any]:
+    """Meta-train as ``config`` says, writing the run folder; returns ``summary.json``'s content.
+
+    ``on_record(record, learner)`` is called after each logged iteration (its time is not counted
+    as training time). Peak memory is measured over training only, after the data is loaded.
+    """
     device = resolve_device(config.device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -140,37 +168,46 @@ def train_run(config: TrainConfig, out: str | Path, *, overwrite: bool = False) 
     out = prepare_out_dir(out, overwrite)
     atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.outer_lr)
+    scheduler = make_scheduler(config, optimizer)
     records: list[dict[str, Any]] = []
+    initial_weights = digest_state(learner.model.state_dict())
+    stream = TensorDigest()
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
 
         def on_log(record: dict[str, Any]) -> None:
             records.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
+            if on_record is not None:
+                on_record(record, learner)
 
-        start = time.perf_counter()
-        losses = fit(
-            learner,
-            sampler,
-            optimizer,
-            iterations=config.iterations,
-            device=device,
-            progress=config.progress,
-            log_every=config.log_every,
-            on_log=on_log,
-            description=f"train {config.algorithm}",
-        )
-        seconds = time.perf_counter() - start
+        with PeakMemory(device) as peak:
+            losses = fit(
+                learner,
+                digesting(sampler, stream),
+                optimizer,
+                iterations=config.iterations,
+                scheduler=scheduler,
+                device=device,
+                progress=config.progress,
+                log_every=config.log_every,
+                on_log=on_log,
+                description=f"train {config.algorithm}",
+            )
     save_learner(out / WEIGHTS_FILE, learner, config, dataset.image_shape)
     tail = losses[-max(1, len(losses) // 10) :]
     summary = {
         "algorithm": config.algorithm,
         "iterations": len(losses),
-        "train_seconds": seconds,
+        "train_seconds": records[-1]["train_seconds"],
         "seconds_per_iteration": median_or_nan([r["iteration_seconds"] for r in records]),
+        "peak_memory_bytes": peak.bytes,
+        "peak_memory_method": peak.method,
         "final_train_loss": sum(tail) / len(tail),
-        "final_train_accuracy": records[-1]["accuracy"] if records else float("nan"),
+        "final_train_accuracy": records[-1]["accuracy"],
         "learned_inner_lrs": learner.learned_inner_lrs(),
+        "initial_weights_sha256": initial_weights,
+        "task_stream_sha256": stream.hexdigest(),
         "device": str(device),
         "environment": environment(),
     }
@@ -217,38 +254,45 @@ def load_run(
 
 def eval_run(
     run_dir: str | Path,
+    evaluation: EvalConfig | None = None,
     *,
-    tasks: int = 600,
-    inner_steps: int | None = None,
-    queries: int = 15,
-    seed: int = 0,
-    meta_batch: int = 25,
-    split: str = "test",
     device: str | None = None,
     data_root: str | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate a trained run on ``tasks`` tasks of ``split``; writes ``eval.json`` into the run."""
+    """Evaluate a trained run as ``evaluation`` says; writes ``eval.json`` into the run folder."""
+    evaluation = evaluation or EvalConfig()
     run_dir = Path(run_dir)
     config, learner = load_run(run_dir)
     if data_root is not None:
         config.data_root = data_root
     target = resolve_device(device or config.device)
     learner.to(target)
-    dataset = build_dataset(config, split)
-    sampler = build_sampler(config, dataset, queries=queries, meta_batch=meta_batch, seed=seed)
+    dataset = build_dataset(config, evaluation.split)
+    sampler = build_sampler(
+        config,
+        dataset,
+        queries=evaluation.queries,
+        meta_batch=evaluation.meta_batch,
+        seed=evaluation.seed,
+    )
+    tasks_digest = TensorDigest()
     result = evaluate(
-        learner, sampler, tasks=tasks, inner_steps=inner_steps, device=target, progress=progress
+        learner,
+        digesting(sampler, tasks_digest),
+        tasks=evaluation.tasks,
+        inner_steps=evaluation.inner_steps,
+        device=target,
+        progress=progress,
     )
     atomic_write_json(
         run_dir / "eval.json",
         {
             **result.to_dict(),
-            "split": split,
-            "queries": queries,
-            "seed": seed,
+            **evaluation.to_dict(),
             "ways": config.ways,
             "shots": config.shots,
+            "test_tasks_sha256": tasks_digest.hexdigest(),
         },
     )
     return result

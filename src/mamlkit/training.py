@@ -61,6 +61,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     *,
     iterations: int | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
     log_every: int = 1,
@@ -69,9 +70,12 @@ def fit(
 ) -> list[float]:
     """Meta-train for ``iterations`` meta-batches of ``episodes`` (all of them if ``None``).
 
-    Each iteration: zero grads, ``learner.meta_loss``, backward, ``optimizer.step()``. A non-finite
-    loss stops training with a ``FloatingPointError`` naming the iteration. ``on_log`` receives a
-    record every ``log_every`` iterations and at the last one. Returns the per-iteration losses.
+    Each iteration: draw a meta-batch, zero grads, ``learner.meta_loss``, backward,
+    ``optimizer.step()`` (and ``scheduler.step()``). A non-finite loss stops training with a
+    ``FloatingPointError`` naming the iteration. ``on_log`` receives a record every ``log_every``
+    iterations and at the last one; ``train_seconds`` in it counts only the iterations themselves
+    (episode sampling included, time spent inside ``on_log`` excluded), so callers may evaluate
+    there without distorting timings. Returns the per-iteration losses.
     """
     from tqdm.auto import tqdm
 
@@ -82,42 +86,49 @@ def fit(
     if total is None:
         raise ValueError("the task loader is endless: pass iterations=N")
     losses: list[float] = []
-    start = time.perf_counter()
-    bar = tqdm(
-        _limited(episodes, iterations),
+    train_seconds = 0.0
+    stream = _limited(episodes, iterations)
+    learner.train()
+    with tqdm(
         total=total,
         disable=not progress,
         desc=description or learner.algorithm.name,
         unit="it",
         dynamic_ncols=True,
-    )
-    learner.train()
-    for index, episode in enumerate(bar):
-        tick = time.perf_counter()
-        support_x, support_y, query_x, query_y = _episode_tensors(episode, device)
-        learner.iteration = index
-        optimizer.zero_grad(set_to_none=True)
-        loss, metrics = learner.meta_loss(support_x, support_y, query_x, query_y)
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(
-                f"the meta-loss became {metrics['loss']} at iteration {index + 1}; the usual cause "
-                "is an inner learning rate that is too high (lower --inner-lr) or an outer one "
-                "(--outer-lr)"
-            )
-        loss.backward()
-        optimizer.step()
-        losses.append(metrics["loss"])
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
-        if on_log is not None and ((index + 1) % log_every == 0 or index + 1 == total):
-            on_log(
-                {
-                    "iteration": index + 1,
-                    **metrics,
-                    "iteration_seconds": time.perf_counter() - tick,
-                    "elapsed_seconds": time.perf_counter() - start,
-                }
-            )
-    bar.close()
+    ) as bar:
+        for index in range(total):
+            tick = time.perf_counter()
+            episode = next(stream, None)
+            if episode is None:
+                break
+            support_x, support_y, query_x, query_y = _episode_tensors(episode, device)
+            learner.iteration = index
+            optimizer.zero_grad(set_to_none=True)
+            loss, metrics = learner.meta_loss(support_x, support_y, query_x, query_y)
+            if not math.isfinite(metrics["loss"]):
+                raise FloatingPointError(
+                    f"the meta-loss became {metrics['loss']} at iteration {index + 1}; the usual "
+                    "cause is an inner learning rate that is too high (lower --inner-lr) or an "
+                    "outer one (--outer-lr)"
+                )
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            seconds = time.perf_counter() - tick
+            train_seconds += seconds
+            losses.append(metrics["loss"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+            if on_log is not None and ((index + 1) % log_every == 0 or index + 1 == total):
+                on_log(
+                    {
+                        "iteration": index + 1,
+                        **metrics,
+                        "iteration_seconds": seconds,
+                        "train_seconds": train_seconds,
+                    }
+                )
     return losses
 
 

@@ -1,0 +1,208 @@
+"""``report.md``: the comparison table, ratios and recommendations, all computed from results.
+
+Nothing here is canned: every sentence is derived from the measured numbers in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _mib(value: int | None) -> str:
+    return "not measured" if value is None else f"{value / 2**20:.0f} MiB"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.2f} s"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def difference_is_significant(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two accuracies differ beyond their combined 95% interval (independent tasks)."""
+    return abs(a["test_accuracy"] - b["test_accuracy"]) > math.hypot(a["test_ci95"], b["test_ci95"])
+
+
+def ratio_sentence(base: dict[str, Any], other: dict[str, Any]) -> str:
+    """E.g. "fomaml is 2.9x faster and uses 41% less memory than maml, and is 1.2 points less
+    accurate (within the 95% CIs)"."""
+    speed = base["train_seconds"] / other["train_seconds"]
+    speed_text = f"{speed:.1f}x faster" if speed >= 1 else f"{1 / speed:.1f}x slower"
+    if base["peak_memory_bytes"] and other["peak_memory_bytes"] is not None:
+        change = other["peak_memory_bytes"] / base["peak_memory_bytes"] - 1
+        memory_text = f"uses {abs(100 * change):.0f}% {'less' if change < 0 else 'more'} memory"
+    else:
+        memory_text = "has no comparable memory figure"
+    points = 100 * (other["test_accuracy"] - base["test_accuracy"])
+    accuracy_text = f"{abs(points):.1f} points {'more' if points >= 0 else 'less'} accurate"
+    verdict = "beyond" if difference_is_significant(base, other) else "within"
+    return (
+        f"**{other['name']}** is {speed_text} and {memory_text} than **{base['name']}**, and is "
+        f"{accuracy_text} ({verdict} the 95% confidence intervals)."
+    )
+
+
+def recommendations(algorithms: list[dict[str, Any]]) -> list[str]:
+    """Advice derived from the measurements: best accuracy, ties, cost, stability, overshooting."""
+    lines = []
+    best = max(algorithms, key=lambda a: a["test_accuracy"])
+    tied = [a for a in algorithms if not difference_is_significant(a, best)]
+    cheapest_tied = min(tied, key=lambda a: a["train_seconds"])
+    lines.append(
+        f"Highest test accuracy: **{best['name']}** ({_pct(best['test_accuracy'])} +- "
+        f"{_pct(best['test_ci95'])})."
+    )
+    others = [a["name"] for a in tied if a is not best]
+    if others and cheapest_tied is best:
+        lines.append(
+            f"Statistically tied with it (difference within the combined 95% CI): "
+            f"{', '.join(others)}; **{best['name']}** is also the fastest of them to train."
+        )
+    elif others:
+        lines.append(
+            f"Statistically tied with it (difference within the combined 95% CI): "
+            f"{', '.join(others)}. Among the tied algorithms, **{cheapest_tied['name']}** trains "
+            f"fastest ({_seconds(cheapest_tied['train_seconds'])} vs "
+            f"{_seconds(best['train_seconds'])}): the better choice for this setting when compute "
+            "matters."
+        )
+    else:
+        lines.append("No other algorithm is within its 95% confidence interval.")
+    measured = [a for a in algorithms if a["peak_memory_bytes"] is not None]
+    if measured:
+        lean = min(measured, key=lambda a: a["peak_memory_bytes"])
+        lines.append(f"Least peak memory: **{lean['name']}** ({_mib(lean['peak_memory_bytes'])}).")
+    steady = min(algorithms, key=lambda a: a["test_std"])
+    lines.append(
+        f"Most stable across test tasks (lowest standard deviation of per-task accuracy): "
+        f"**{steady['name']}** ({_pct(steady['test_std'])})."
+    )
+    for a in algorithms:
+        curve = a["per_step_test_accuracy"]
+        peak = max(range(len(curve)), key=curve.__getitem__)
+        if peak < len(curve) - 1 and curve[peak] - curve[-1] > 0.005:
+            lines.append(
+                f"{a['name']} overshoots: test accuracy peaks after inner step {peak} "
+                f"({_pct(curve[peak])}) and falls to {_pct(curve[-1])} at step {len(curve) - 1}."
+            )
+    return lines
+
+
+SETTING_KEYS = (
+    "dataset",
+    "ways",
+    "shots",
+    "queries",
+    "meta_batch",
+    "iterations",
+    "inner_steps",
+    "inner_lr",
+    "outer_lr",
+    "outer_lr_schedule",
+    "msl_anneal_iterations",
+    "seed",
+)
+
+
+def settings_table(algorithms: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: the training settings shared by all algorithms, then those that differ."""
+    if not algorithms:
+        return []
+    shared = [k for k in SETTING_KEYS if len({repr(a["config"][k]) for a in algorithms}) == 1]
+    lines = [
+        "Training settings shared by all algorithms: "
+        + ", ".join(f"{k} {algorithms[0]['config'][k]}" for k in shared)
+        + "."
+    ]
+    lines.append("")
+    differing = [k for k in SETTING_KEYS if k not in shared]
+    if differing:
+        for a in algorithms:
+            lines.append(f"- {a['name']}: " + ", ".join(f"{k} {a['config'][k]}" for k in differing))
+        lines.append("")
+    steps = {
+        a["name"]: a["evaluation"]["inner_steps"] or a["config"]["inner_steps"] for a in algorithms
+    }
+    lines.append("Test-time inner steps: " + ", ".join(f"{n} {s}" for n, s in steps.items()) + ".")
+    return lines
+
+
+def render_report(results: dict[str, Any], plots: dict[str, str]) -> str:
+    """The Markdown report of a comparison."""
+    algorithms = results["algorithms"]
+    config, env = results["config"], results["environment"]
+    out = ["# Meta-learning comparison", ""]
+    out += [f"Preset `{config['preset']}`: {config['preset_description']}.", ""]
+    if config.get("command"):
+        out += ["Command:", "", "```", config["command"], "```", ""]
+    total = sum(a.get("process_seconds") or 0.0 for a in algorithms)
+    if total:
+        out += [
+            f"Wall time of the whole comparison (every process: start-up, data, training, "
+            f"evaluation): {total / 60:.1f} minutes.",
+            "",
+        ]
+    out += [
+        "| algorithm | test accuracy (95% CI) | std across tasks | worst-decile tasks | "
+        "over chance | training time | s / iteration | peak memory | final train loss |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in algorithms:
+        out.append(
+            f"| {a['name']} | {_pct(a['test_accuracy'])} +- {_pct(a['test_ci95'])} | "
+            f"{_pct(a['test_std'])} | {_pct(a['test_worst_decile_accuracy'])} | "
+            f"+{100 * a['improvement_over_chance']:.1f} points | {_seconds(a['train_seconds'])} | "
+            f"{a['seconds_per_iteration']:.3f} | {_mib(a['peak_memory_bytes'])} | "
+            f"{a['final_train_loss']:.3f} |"
+        )
+    first = algorithms[0] if algorithms else None
+    out += ["", *settings_table(algorithms)]
+    out += [
+        "",
+        f"Test accuracy: mean over {first['test_tasks']} test tasks "
+        f"({first['evaluation']['queries']} queries per class, classes never seen in training); "
+        "95% CI = 1.96 std / sqrt(tasks); worst decile = mean accuracy of the 10% hardest "
+        "tasks. Training time sums the outer iterations only (evaluations excluded)."
+        if first
+        else "",
+        "",
+    ]
+    if len(algorithms) > 1:
+        out += ["## Ratios", ""]
+        out += [f"- {ratio_sentence(algorithms[0], other)}" for other in algorithms[1:]]
+        out.append("")
+    if algorithms:
+        out += ["## Recommendations (derived from the numbers above)", ""]
+        out += [f"- {line}" for line in recommendations(algorithms)]
+        out.append("")
+        same = {
+            key: len({a[key] for a in algorithms}) == 1
+            for key in ("task_stream_sha256", "initial_weights_sha256", "test_tasks_sha256")
+        }
+        out += ["## Fairness", ""]
+        out.append(
+            "- Identical training task stream: "
+            + (
+                "yes (same SHA-256 of every episode)"
+                if same["task_stream_sha256"]
+                else "no (the algorithms were given different stream settings)"
+            )
+        )
+        out.append(
+            "- Identical initial weights: " + ("yes" if same["initial_weights_sha256"] else "no")
+        )
+        out.append("- Identical test tasks: " + ("yes" if same["test_tasks_sha256"] else "no"))
+        out.append("- Each algorithm ran in its own fresh process, one after the other.")
+        out.append("")
+    out += ["## Plots", ""]
+    out += [f"![{title}]({name})" for title, name in plots.items()]
+    out += ["", "## Environment", ""]
+    memory_method = first["peak_memory_method"] if first else "not measured"
+    for key in ("date", "cpu", "processor", "cuda", "torch_threads", "torch", "python", "platform"):
+        if env.get(key) is not None:
+            out.append(f"- {key}: {env[key]}")
+    out += [f"- device: {first['device']}" if first else "", f"- peak memory: {memory_method}", ""]
+    return "\n".join(out)

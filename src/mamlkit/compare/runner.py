@@ -1,0 +1,162 @@
+"""Run a comparison: each algorithm in a fresh process on the identical task stream, then report.
+
+Layout of the output folder: ``results.json``, ``report.md``, ``*.png`` and one folder per
+algorithm holding ``plan.json`` (what it was asked to do), ``run/`` (the run folder of
+``mamlkit train``) and ``result.json`` (its measurements), which ``--resume`` reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mamlkit.compare.presets import ComparePreset
+from mamlkit.config import ConfigError, EvalConfig, TrainConfig, build_config
+from mamlkit.core.algorithms import ALGORITHMS
+from mamlkit.io import atomic_write_json, atomic_write_text
+
+
+class ComparisonFailed(ChildProcessError):
+    """An algorithm's worker process failed; its own message was printed above."""
+
+
+def plan_algorithms(
+    preset: ComparePreset,
+    algorithms: Sequence[str] | None = None,
+    *,
+    train_layers: Sequence[dict[str, Any]] = (),
+    eval_layers: Sequence[dict[str, Any]] = (),
+) -> dict[str, dict[str, Any]]:
+    """The resolved plan (train config, eval config, curve settings) of every algorithm.
+
+    Precedence, low to high: the preset's shared values, its per-algorithm values, then each of
+    ``train_layers`` / ``eval_layers`` in order (config file, then command-line flags).
+    """
+    names = list(algorithms) if algorithms else list(preset.algorithms)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--algorithms lists a name twice: {','.join(names)}")
+    plans: dict[str, dict[str, Any]] = {}
+    for name in names:
+        ALGORITHMS.get(name)  # unknown names fail here, with "did you mean"
+        train_values = [
+            {k: v for k, v in layer.items() if k != "algorithm"} for layer in train_layers
+        ]
+        train = build_config(
+            TrainConfig,
+            {"log_every": 1},
+            preset.train_values(name),
+            *train_values,
+            {"algorithm": name},
+        )
+        evaluation = build_config(EvalConfig, preset.evaluation_values(name), *eval_layers)
+        plans[name] = {
+            "train": train.to_dict(),
+            "evaluation": evaluation.to_dict(),
+            "curve_points": preset.curve_points,
+            "curve_tasks": preset.curve_tasks,
+        }
+    return plans
+
+
+def _finished(folder: Path, plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved result of an algorithm run with exactly ``plan``, or ``None``."""
+    try:
+        saved_plan = json.loads((folder / "plan.json").read_text())
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if saved_plan != plan:
+        raise ConfigError(
+            f"{folder} was run with other settings; choose another --out, or delete that folder "
+            "to rerun it with these settings"
+        )
+    return result
+
+
+def _saved_command(out: Path) -> str | None:
+    """The command that started the comparison in ``out`` (kept when it is resumed)."""
+    try:
+        return json.loads((out / "results.json").read_text())["config"]["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_comparison(
+    preset: ComparePreset,
+    plans: dict[str, dict[str, Any]],
+    out: str | Path,
+    *,
+    resume: bool = False,
+    command: str = "",
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train and evaluate each planned algorithm (a subprocess each); write results and report."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
+    started = [name for name in plans if (out / name / "plan.json").exists()]
+    if (started or (out / "results.json").exists()) and not resume:
+        raise ConfigError(
+            f"{out} already holds a comparison; pass --resume to continue it (finished "
+            "algorithms are skipped) or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, plan in plans.items():
+        folder = out / name
+        record = _finished(folder, plan) if resume else None
+        if record is not None:
+            log(f"{name}: already finished in {folder}, skipped (--resume)")
+        else:
+            folder.mkdir(exist_ok=True)
+            atomic_write_json(folder / "plan.json", plan)
+            (folder / "result.json").unlink(missing_ok=True)
+            started_at = time.perf_counter()
+            code = subprocess.call([sys.executable, "-m", "mamlkit.compare.worker", str(folder)])
+            if code == 130:
+                raise KeyboardInterrupt
+            if code != 0:
+                raise ComparisonFailed(
+                    f"{name} failed (exit status {code}, message above); fix it and rerun "
+                    "with --resume to keep the finished algorithms"
+                )
+            record = json.loads((folder / "result.json").read_text())
+            record["process_seconds"] = time.perf_counter() - started_at
+            atomic_write_json(folder / "result.json", record)
+        records.append(record)
+        log(finished_line(record))
+    first_command = _saved_command(out) if resume else None
+    results = {
+        "environment": records[0]["environment"] if records else {},
+        "config": {
+            "preset": preset.name,
+            "preset_description": preset.description,
+            "command": first_command or command,
+            "last_command": command,
+            "algorithms": list(plans),
+            "plans": plans,
+        },
+        "algorithms": records,
+    }
+    atomic_write_json(out / "results.json", results)
+    from mamlkit.compare.plots import write_plots
+    from mamlkit.compare.report import render_report
+
+    plots = write_plots(results, out)
+    atomic_write_text(out / "report.md", render_report(results, plots))
+    return results
+
+
+def finished_line(record: dict[str, Any]) -> str:
+    memory = record["peak_memory_bytes"]
+    memory_text = f"{memory / 2**20:.0f} MiB" if memory is not None else "not measured"
+    return (
+        f"{record['name']}: test accuracy {100 * record['test_accuracy']:.2f}% "
+        f"+- {100 * record['test_ci95']:.2f}%, {record['train_seconds']:.0f} s training "
+        f"({record['seconds_per_iteration']:.3f} s/it), peak memory {memory_text}"
+    )

@@ -1,0 +1,124 @@
+"""One algorithm of a comparison, in its own process: train, evaluate, write ``result.json``.
+
+Run as ``python -m mamlkit.compare.worker FOLDER``; ``FOLDER/plan.json`` holds the train config,
+the eval config and the curve settings. A fresh process per algorithm keeps each one's time and
+peak memory its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mamlkit.config import EvalConfig, TrainConfig, build_config
+from mamlkit.core.algorithms import ALGORITHMS
+from mamlkit.io import atomic_write_json
+
+
+def run_plan(folder: Path) -> dict[str, Any]:
+    """Execute ``folder/plan.json`` and return (and write) the algorithm's result record."""
+    from mamlkit.runs import build_dataset, build_sampler, eval_run, train_run
+    from mamlkit.training import evaluate
+
+    plan = json.loads((folder / "plan.json").read_text())
+    config = build_config(TrainConfig, plan["train"])
+    evaluation = build_config(EvalConfig, plan["evaluation"])
+    curve: list[dict[str, Any]] = []
+    curve_at: set[int] = set()
+    points, curve_tasks = int(plan["curve_points"]), int(plan["curve_tasks"])
+    if points > 0:
+        curve_at = {round(config.iterations * (i + 1) / points) for i in range(points)}
+        test_set = build_dataset(config, evaluation.split)
+
+    def on_record(record: dict[str, Any], learner: Any) -> None:
+        if record["iteration"] not in curve_at:
+            return
+        sampler = build_sampler(
+            config,
+            test_set,
+            queries=evaluation.queries,
+            meta_batch=evaluation.meta_batch,
+            seed=evaluation.seed + 1,  # not the final test tasks
+        )
+        result = evaluate(
+            learner, sampler, tasks=curve_tasks, inner_steps=evaluation.inner_steps, progress=False
+        )
+        curve.append(
+            {
+                "iteration": record["iteration"],
+                "train_seconds": record["train_seconds"],
+                "test_accuracy": result.accuracy,
+                "test_ci95": result.ci95,
+            }
+        )
+
+    run_dir = folder / "run"
+    summary = train_run(config, run_dir, overwrite=True, on_record=on_record)
+    started = time.perf_counter()
+    result = eval_run(run_dir, evaluation, progress=config.progress)
+    eval_seconds = time.perf_counter() - started
+    eval_json = json.loads((run_dir / "eval.json").read_text())
+    losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    accuracies = sorted(result.task_accuracies)
+    decile = accuracies[: max(1, len(accuracies) // 10)]
+    chance = 1.0 / config.ways
+    record = {
+        "name": config.algorithm,
+        "iterations": summary["iterations"],
+        "train_seconds": summary["train_seconds"],
+        "seconds_per_iteration": summary["seconds_per_iteration"],
+        "peak_memory_bytes": summary["peak_memory_bytes"],
+        "peak_memory_method": summary["peak_memory_method"],
+        "final_train_loss": summary["final_train_loss"],
+        "test_accuracy": result.accuracy,
+        "test_ci95": result.ci95,
+        "test_std": result.std,
+        "test_worst_decile_accuracy": sum(decile) / len(decile),
+        "test_tasks": result.tasks,
+        "test_inner_steps": result.inner_steps,
+        "chance": chance,
+        "improvement_over_chance": result.accuracy - chance,
+        "per_step_test_accuracy": result.per_step_accuracy,
+        "per_step_test_loss": result.per_step_loss,
+        "task_accuracies": result.task_accuracies,
+        "learned_inner_lrs": summary["learned_inner_lrs"]
+        if ALGORITHMS.get(config.algorithm).update_rule != "fixed"
+        else None,
+        "train_curve": [
+            {
+                "iteration": r["iteration"],
+                "loss": r["loss"],
+                "accuracy": r["accuracy"],
+                "train_seconds": r["train_seconds"],
+            }
+            for r in losses
+        ],
+        "test_curve": curve,
+        "eval_seconds": eval_seconds,
+        "initial_weights_sha256": summary["initial_weights_sha256"],
+        "task_stream_sha256": summary["task_stream_sha256"],
+        "test_tasks_sha256": eval_json["test_tasks_sha256"],
+        "config": config.to_dict(),
+        "evaluation": evaluation.to_dict(),
+        "environment": summary["environment"],
+        "device": summary["device"],
+    }
+    atomic_write_json(folder / "result.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mamlkit.cli import run_guarded
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m mamlkit.compare.worker FOLDER", file=sys.stderr)
+        return 2
+    return run_guarded("compare", lambda: (run_plan(Path(args[0])), 0)[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""SHA-256 fingerprints of tensors and episode streams: proof that two runs saw the same data.
+
+A comparison is fair only if every algorithm trains on the same episodes from the same initial
+weights and is tested on the same tasks; runs record these digests so anyone can check it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+
+class TensorDigest:
+    """Incremental SHA-256 over the dtype, shape and bytes of a sequence of tensors."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def update(self, *tensors: torch.Tensor) -> None:
+        for tensor in tensors:
+            data = tensor.detach().to("cpu").contiguous()
+            self._hash.update(f"{data.dtype}{tuple(data.shape)}".encode())
+            self._hash.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def digest_state(state: dict[str, torch.Tensor]) -> str:
+    """Fingerprint of a state dict (names and tensors, in name order)."""
+    digest = TensorDigest()
+    for name in sorted(state):
+        digest._hash.update(name.encode())
+        digest.update(state[name])
+    return digest.hexdigest()
+
+
+def digesting(batches: Iterable[Any], digest: TensorDigest) -> Iterator[Any]:
+    """Yield ``batches`` unchanged while adding every tensor of each batch to ``digest``."""
+    for batch in batches:
+        digest.update(*(t for t in batch if isinstance(t, torch.Tensor)))
+        yield batch
