@@ -37,9 +37,11 @@ def main() -> None:
 
     rows = []
     for first_order in (False, True):
-        tasks = EpisodeSampler(train, ways=5, shots=1, queries=1, meta_batch=args.meta_batch, seed=0)
+        tasks = EpisodeSampler(
+            train, ways=5, shots=1, queries=1, meta_batch=args.meta_batch, seed=0
+        )
         start = time.perf_counter()
-        _, learner, losses = mamlkit.train_maml(
+        _, learner, _ = mamlkit.train_maml(
             copy.deepcopy(initial),  # the same initial weights for both
             tasks,
             inner_lr=0.4,
