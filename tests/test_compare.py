@@ -128,6 +128,18 @@ def test_report_and_plots_are_written(comparison: Path) -> None:
         assert f"]({png})" in report
 
 
+def test_report_command_rewrites_report_from_results(
+    comparison: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (comparison / "report.md").unlink()
+    (comparison / "training_loss.png").unlink()
+    assert main(["report", str(comparison)]) == 0
+    assert "| fomaml |" in (comparison / "report.md").read_text()
+    assert (comparison / "training_loss.png").is_file()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no " in capsys.readouterr().err
+
+
 def test_resume_skips_finished_algorithms_and_refusal_without_it(
     comparison: Path, omniglot_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(cmp, TrainConfig)
     _add_config_options(cmp, EvalConfig, prefix="eval-")
 
+    rep = commands.add_parser(
+        "report", help="rewrite report.md and the plots of a comparison from its results.json"
+    )
+    rep.add_argument("out", help="folder written by mamlkit compare")
+
     commands.add_parser("list", help="show registered algorithms, datasets, models and presets")
     return parser
 
@@ -167,6 +172,14 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from mamlkit.compare.runner import write_report
+
+    write_report(args.out)
+    print(f"wrote {args.out}/report.md and the plots")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from mamlkit.core.algorithms import ALGORITHMS
     from mamlkit.data import DATASETS
@@ -217,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "eval": _eval,
         "compare": _compare,
+        "report": _report,
         "list": _list,
     }
     return run_guarded(args.command, lambda: handlers[args.command](args))

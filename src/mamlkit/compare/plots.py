@@ -108,8 +108,9 @@ def write_plots(results: dict[str, Any], out: Path) -> dict[str, str]:
             ax.set(
                 xlabel="inner step",
                 ylabel="learned inner learning rate",
-                title=f"{a['name']}: learned LRs (weights)",
+                title=f"{a['name']}: learned LRs of the weight tensors",
             )
-            ax.legend(fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         save(fig, "learned_lrs.png", "Learned inner learning rates")
     return written

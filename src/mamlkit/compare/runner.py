@@ -144,12 +144,28 @@ def run_comparison(
         "algorithms": records,
     }
     atomic_write_json(out / "results.json", results)
+    write_report(out, results)
+    return results
+
+
+def write_report(out: str | Path, results: dict[str, Any] | None = None) -> None:
+    """(Re)write ``report.md`` and the plots in ``out`` from ``results`` or its results.json."""
     from mamlkit.compare.plots import write_plots
     from mamlkit.compare.report import render_report
 
+    out = Path(out)
+    if results is None:
+        path = out / "results.json"
+        try:
+            results = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no {path}; is {out} a folder written by mamlkit compare?"
+            ) from None
+        except ValueError as error:
+            raise ValueError(f"{path} is not valid JSON ({error})") from None
     plots = write_plots(results, out)
     atomic_write_text(out / "report.md", render_report(results, plots))
-    return results
 
 
 def finished_line(record: dict[str, Any]) -> str:
