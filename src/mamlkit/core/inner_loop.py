@@ -30,11 +30,18 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 def functional_forward(model: nn.Module) -> Forward:
     """``forward(params, x)``: ``model`` evaluated with ``params`` (plus its current buffers)."""
 
-    def forward(params: Params, x: Tensor) -> Tensor:
+    if next(model.buffers(), None) is None:  # e.g. Conv4: skip the per-call buffer lookup
+
+        def forward(params: Params, x: Tensor) -> Tensor:
+            return functional_call(model, params, (x,))
+
+        return forward
+
+    def forward_with_buffers(params: Params, x: Tensor) -> Tensor:
         # Buffers are looked up per call: ``model.to(device)`` replaces them.
         return functional_call(model, {**dict(model.named_buffers()), **params}, (x,))
 
-    return forward
+    return forward_with_buffers
 
 
 def inner_gradients(
@@ -108,7 +115,7 @@ def weighted_query_loss(
     trajectory: list[Params],
     query_x: Tensor,
     query_y: Tensor,
-    step_weights: Tensor,
+    step_weights: Tensor | list[float],
     *,
     loss_fn: LossFn = F.cross_entropy,
 ) -> tuple[Tensor, dict[int, Tensor]]:
@@ -119,12 +126,14 @@ def weighted_query_loss(
     """
     total: Tensor | None = None
     logits_by_step: dict[int, Tensor] = {}
-    for index, weight in enumerate(step_weights.tolist()):
+    weights = step_weights.tolist() if isinstance(step_weights, Tensor) else list(step_weights)
+    for index, weight in enumerate(weights):
         if weight == 0.0:
             continue
         logits = forward(trajectory[index + 1], query_x)
         logits_by_step[index + 1] = logits
-        term = weight * loss_fn(logits, query_y)
+        loss = loss_fn(logits, query_y)
+        term = loss if weight == 1.0 else weight * loss
         total = term if total is None else total + term
     if total is None:
         raise ValueError("step_weights are all zero: no query loss would be optimised")

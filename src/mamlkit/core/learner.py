@@ -228,19 +228,19 @@ class MetaLearner(nn.Module):
         """
         check_episode(support_x, support_y, query_x, query_y)
         self._check_labels(support_x, support_y, query_y)
-        weights = self.step_weights(iteration)
+        weights = self.step_weights(iteration).tolist()
         params = self.model_params()
-        losses, correct = [], []
+        losses, final_logits = [], []
         for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y, strict=True):
             trajectory = self._trajectory(params, sx, sy, self.inner_steps, self.first_order)
             task_loss, logits = weighted_query_loss(
                 self._forward, trajectory, qx, qy, weights, loss_fn=self.loss_fn
             )
             losses.append(task_loss)
-            correct.append((logits[self.inner_steps].argmax(-1) == qy).float().mean())
+            final_logits.append(logits[self.inner_steps].detach())
         loss = torch.stack(losses).mean()
-        metrics = {"loss": float(loss.detach()), "accuracy": float(torch.stack(correct).mean())}
-        return loss, metrics
+        accuracy = (torch.stack(final_logits).argmax(-1) == query_y).float().mean()
+        return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
 
     def score_tasks(
         self,
