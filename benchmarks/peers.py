@@ -1,23 +1,37 @@
 """Time one meta-iteration of mamlkit and of the libraries people use today, like for like.
 
 Every (implementation, workload, order) runs in its own fresh process, one after the other, on
-identical synthetic batches and the same Conv4-64 model (BatchNorm with batch statistics), and
-reports the median seconds per meta-iteration, tasks per second and peak memory (resident memory
-above the level after set-up, on CUDA ``max_memory_allocated``). A peer that is not installed is
-reported as such. The FLOP ceiling is the measured throughput of one conv layer's forward and
-backward at the layer-2 shape; "% of ceiling" = counted FLOPs per iteration / time / ceiling.
+identical synthetic batches and the same Conv4-64 model (BatchNorm with batch statistics): inner
+SGD steps of 0.4 and an Adam outer step. Two processes per row:
 
-    python benchmarks/peers.py                      # both workloads, both orders, all peers
+* timing: ``--warmup`` untimed iterations (3: the allocator's first rounds of page faults take
+  up to 1.5x longer here), then the median seconds of ``--reps`` iterations;
+* memory: a warm-up and one iteration with glibc returning every block of 64 KiB or more to the
+  system at once (``MALLOC_MMAP_THRESHOLD_=65536``), so the peak resident memory above the level
+  after set-up is the peak of live tensors, not of the allocator's cache (without it the same
+  run varied by 30% here). On CUDA: ``torch.cuda.max_memory_allocated``.
+
+"x fastest peer" divides tasks/s by the fastest of the peers measured in the same run (the plain
+``torch.func`` loop, ``torch.func.vmap``, learn2learn, higher, TorchOpt); a peer that is not
+installed is listed as such. "% of ceiling" is the FLOPs of the plain loop's iteration (the same
+work for every row) over time, against the measured throughput of one conv layer's forward and
+backward at the layer-2 shape.
+
+    python benchmarks/peers.py                          # both workloads, both orders, all peers
     python benchmarks/peers.py --reps 3 --impls mamlkit,plain --workloads peer
+    python benchmarks/peers.py --json out.json --markdown out.md
 
 Peers: ``pip install -e '.[bench]'`` brings higher and TorchOpt; learn2learn needs a manual build
-(see docs/performance.md). Do not run anything else on the machine while this runs.
+(docs/performance.md). Run nothing else on the machine meanwhile: two processes each spinning two
+threads on two cores slow both by 10-100x.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -29,17 +43,33 @@ WORKLOADS = {
     "peer": {"tasks": 8, "queries": 15, "steps": 5},
     "paper": {"tasks": 32, "queries": 1, "steps": 1},
 }
-IMPLS = ("mamlkit", "plain", "vmap", "learn2learn", "higher", "torchopt", "mamlkit-mamlpp")
+PEERS = ("plain", "vmap", "learn2learn", "higher", "torchopt")
+MAMLKIT = ("mamlkit", "mamlkit-loop", "mamlkit-mamlpp", "mamlkit-mamlpp-annealed")
+IMPLS = MAMLKIT + PEERS
 WAYS, SHOTS, LR = 5, 1, 0.4
+TARGET_SPEEDUP, MEMORY_LIMIT, MAMLPP_LIMIT = 1.5, 1.2, 1.3
 
 
 # ----------------------------------------------------------------------------- workers
+def workload_spec(workload: str) -> dict[str, int]:
+    """A named workload, or ``TASKSxQUERIESxSTEPS`` (e.g. ``8x15x5``) for the sweep."""
+    if workload in WORKLOADS:
+        return WORKLOADS[workload]
+    try:
+        tasks, queries, steps = (int(v) for v in workload.split("x"))
+    except ValueError:
+        raise SystemExit(
+            f"unknown workload {workload!r}: {', '.join(WORKLOADS)} or TxQxS"
+        ) from None
+    return {"tasks": tasks, "queries": queries, "steps": steps}
+
+
 def _setup(workload: str, device: str) -> tuple[Any, ...]:
     import torch
 
     from mamlkit import Conv4
 
-    spec = WORKLOADS[workload]
+    spec = workload_spec(workload)
     torch.manual_seed(0)
     model = Conv4(in_channels=1, num_classes=WAYS).to(device)
     g = torch.Generator().manual_seed(1)
@@ -51,36 +81,43 @@ def _setup(workload: str, device: str) -> tuple[Any, ...]:
     return model, (sx, sy, qx, qy), spec["steps"]
 
 
+def _mamlkit_step(impl: str, model: Any, data: tuple, steps: int, first_order: bool) -> Any:
+    import torch
+
+    from mamlkit import MetaLearner
+
+    iteration = 0
+    if impl.startswith("mamlkit-mamlpp"):
+        if first_order:
+            return None
+        preset, execution = "mamlpp", "auto"
+        if impl.endswith("annealed"):  # past the multi-step-loss annealing: last step only
+            iteration = 10**9
+    else:
+        preset = "fomaml" if first_order else "maml"
+        execution = "loop" if impl == "mamlkit-loop" else "auto"
+    learner = MetaLearner(model, preset, inner_lr=LR, inner_steps=steps, execution=execution)
+    opt = torch.optim.Adam(learner.parameters(), 1e-3)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss, _ = learner.meta_loss(*data, iteration=iteration)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def _step_fn(impl: str, model: Any, data: tuple, steps: int, first_order: bool) -> Any:
     """A closure doing one full meta-iteration (inner loops, outer backward, Adam step)."""
     import torch
     import torch.nn.functional as F
     from torch.func import functional_call
 
+    if impl.startswith("mamlkit"):
+        return _mamlkit_step(impl, model, data, steps, first_order)
     sx, sy, qx, qy = data
     tasks = sx.shape[0]
-
-    if impl.startswith("mamlkit"):
-        from mamlkit import MetaLearner
-
-        if impl == "mamlkit-mamlpp":
-            if first_order:
-                return None
-            learner = MetaLearner(model, "mamlpp", inner_lr=LR, inner_steps=steps)
-        else:
-            learner = MetaLearner(
-                model, "fomaml" if first_order else "maml", inner_lr=LR, inner_steps=steps
-            )
-        opt = torch.optim.Adam(learner.parameters(), 1e-3)
-
-        def step() -> None:
-            opt.zero_grad()
-            loss, _ = learner.meta_loss(sx, sy, qx, qy, iteration=0)
-            loss.backward()
-            opt.step()
-
-        return step
-
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
     if impl == "plain":
@@ -193,7 +230,17 @@ def _step_fn(impl: str, model: Any, data: tuple, steps: int, first_order: bool) 
     raise ValueError(f"unknown implementation {impl!r}")
 
 
-def worker(impl: str, workload: str, order: str, reps: int, device: str) -> dict[str, Any]:
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def worker(
+    impl: str, workload: str, order: str, reps: int, device: str, warmup: int = 3
+) -> dict[str, Any]:
+    """Time ``reps`` iterations after ``warmup`` ones (``reps == 0``: peak memory instead)."""
     import torch
 
     from mamlkit.memory import PeakMemory
@@ -205,29 +252,32 @@ def worker(impl: str, workload: str, order: str, reps: int, device: str) -> dict
         return {"status": f"not installed ({error.name or error})"}
     if step is None:
         return {"status": "no such mode"}
-    times = []
-    with PeakMemory(device) as peak:  # over the warm-up too: it allocates what later ones reuse
-        step()  # warm-up (allocator, kernels), not timed
-        for _ in range(reps):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+    if reps == 0:
+        with PeakMemory(device) as peak:  # the warm-up allocates what later iterations reuse
             step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+            step()
+        return {"status": "ok", "peak_memory_bytes": peak.bytes, "memory_method": peak.method}
+    for _ in range(warmup):  # allocator, kernels, tracing: not timed
+        step()
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {
         "status": "ok",
         "seconds_per_iteration": median,
+        "seconds_all": times,
         "tasks_per_second": data[0].shape[0] / median,
-        "peak_memory_bytes": peak.bytes,
         "threads": torch.get_num_threads(),
     }
 
 
 def count_flops(workload: str, order: str, device: str) -> int:
-    """FLOPs of one mamlkit meta-iteration: convolutions and matmuls, every backward included.
+    """FLOPs of one plain-loop meta-iteration: convolutions and matmuls, every backward included.
 
     Uses torch's per-op FLOP formulas (``torch.utils.flop_counter.flop_registry``) in a dispatch
     mode; ``FlopCounterMode`` itself cannot follow ``autograd.grad(create_graph=True)``.
@@ -247,7 +297,7 @@ def count_flops(workload: str, order: str, device: str) -> int:
             return out
 
     model, data, steps = _setup(workload, device)
-    step = _step_fn("mamlkit", model, data, steps, order == "first")
+    step = _step_fn("plain", model, data, steps, order == "first")
     with Counter():
         step()
     return int(Counter.total)
@@ -263,21 +313,22 @@ def conv_ceiling(device: str, reps: int = 20) -> float:
     flops = 3 * 2 * 75 * 64 * 64 * 9 * 14 * 14  # forward, grad input, grad weight
     times = []
     for i in range(reps + 3):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         start = time.perf_counter()
         F.conv2d(x, w, padding=1).sum().backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         if i >= 3:
             times.append(time.perf_counter() - start)
     return flops / statistics.median(times) / 1e9
 
 
 # ----------------------------------------------------------------------------- driver
-def _run_worker(args: list[str]) -> dict[str, Any]:
+def _run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", *args], capture_output=True, text=True
+        [sys.executable, __file__, "--worker", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -285,14 +336,78 @@ def _run_worker(args: list[str]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure(
+    impl: str, workload: str, order: str, reps: int, device: str, warmup: int = 3
+) -> dict[str, Any]:
+    """Timing in one fresh process, peak memory in another."""
+    row = _run_worker([impl, workload, order, str(reps), device, str(warmup)])
+    if row["status"] == "ok":
+        env = {"MALLOC_MMAP_THRESHOLD_": "65536"} if device == "cpu" else {}
+        memory = _run_worker([impl, workload, order, "0", device], env)
+        row["peak_memory_bytes"] = memory.get("peak_memory_bytes")
+        row["memory_method"] = memory.get("memory_method", memory["status"])
+    return row
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[str]:
+    """Derived ratios per (workload, order) and whether the targets hold."""
+    lines = []
+    keys = sorted({(r["workload"], r["order"]) for r in rows}, key=lambda k: (k[0] != "peer", k))
+    for workload, order in keys:
+        group = {r["impl"]: r for r in rows if (r["workload"], r["order"]) == (workload, order)}
+        ok = {k: r for k, r in group.items() if r["status"] == "ok"}
+        peers = {k: r for k, r in ok.items() if k in PEERS}
+        if "mamlkit" in ok and peers:
+            best = max(peers, key=lambda k: peers[k]["tasks_per_second"])
+            speedup = ok["mamlkit"]["tasks_per_second"] / peers[best]["tasks_per_second"]
+            verdict = "meets" if speedup >= TARGET_SPEEDUP else "MISSES"
+            lines.append(
+                f"- {workload}, {order} order: mamlkit {speedup:.2f}x the fastest peer ({best}); "
+                f"{verdict} the {TARGET_SPEEDUP}x target."
+            )
+        plain = ok.get("plain", {}).get("peak_memory_bytes")
+        mine = ok.get("mamlkit", {}).get("peak_memory_bytes")
+        if plain and mine:
+            ratio = mine / plain
+            verdict = "within" if ratio <= MEMORY_LIMIT else "OVER"
+            lines.append(
+                f"- {workload}, {order} order: mamlkit peak memory {ratio:.2f}x the plain loop's; "
+                f"{verdict} the {MEMORY_LIMIT}x limit."
+            )
+        for variant in ("mamlkit-mamlpp", "mamlkit-mamlpp-annealed"):
+            if variant in ok and "mamlkit" in ok:
+                seconds = ok[variant]["seconds_per_iteration"]
+                ratio = seconds / ok["mamlkit"]["seconds_per_iteration"]
+                when = "after" if variant.endswith("annealed") else "during"
+                verdict = "within" if ratio <= MAMLPP_LIMIT else "OVER"
+                lines.append(
+                    f"- {workload}: MAML++ {when} multi-step-loss annealing costs {ratio:.2f}x "
+                    f"MAML's time; {verdict} the {MAMLPP_LIMIT}x limit."
+                )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="mamlkit vs peers: meta-iteration speed")
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--orders", default="second,first")
-    parser.add_argument("--reps", type=int, default=5, help="timed iterations per process")
+    parser.add_argument("--reps", type=int, default=10, help="timed iterations per process")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--markdown", default=None, help="also write the tables here")
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -302,58 +417,89 @@ def main() -> None:
         elif kind == "flops":
             print(json.dumps({"flops": count_flops(*args.worker[1:4])}))
         else:
-            impl, workload, order, reps, device = args.worker
-            print(json.dumps(worker(impl, workload, order, int(reps), device)))
+            impl, workload, order, reps, device, *warmup = args.worker
+            print(json.dumps(worker(impl, workload, order, int(reps), device, *map(int, warmup))))
         return
-
-    import platform
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
 
     import torch
 
+    import mamlkit
+
     ceiling = _run_worker(["ceiling", args.device]).get("gflops")
     results: dict[str, Any] = {
+        "command": " ".join(["python", "benchmarks/peers.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d"),
         "device": args.device,
+        "cpu": _cpu_name(),
         "torch": torch.__version__,
+        "mamlkit": mamlkit.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "ceiling_gflops": ceiling,
-        "date": time.strftime("%Y-%m-%d"),
+        "reps": args.reps,
+        "warmup": args.warmup,
         "rows": [],
     }
-    print(
-        f"# mamlkit vs peers ({args.device}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; conv ceiling {ceiling:.1f} GFLOP/s)\n"
+    out: list[str] = []
+
+    def emit(line: str = "") -> None:
+        print(line, flush=True)
+        out.append(line)
+
+    emit(
+        f"Measured {results['date']} on {results['cpu']} ({args.device}), torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; conv ceiling "
+        f"{ceiling:.0f} GFLOP/s; median of {args.reps} iterations after {args.warmup} untimed.\n"
     )
     for workload in args.workloads.split(","):
-        spec = WORKLOADS[workload]
-        print(
-            f"## workload {workload}: {spec['tasks']} tasks, {spec['queries']} queries/class, "
-            f"{spec['steps']} inner steps\n"
+        spec = workload_spec(workload)
+        emit(
+            f"Workload `{workload}`: {spec['tasks']} tasks, 5-way 1-shot, {spec['queries']} "
+            f"queries per class, {spec['steps']} inner steps\n"
         )
-        print("| implementation | order | tasks/s | median s/iter | peak memory | % of ceiling |")
-        print("|---|---|---|---|---|---|")
+        emit(
+            "| implementation | order | tasks/s | median s/iter | x fastest peer | peak memory "
+            "| % of ceiling |"
+        )
+        emit("|---|---|---|---|---|---|---|")
         for order in args.orders.split(","):
             flops = _run_worker(["flops", workload, order, args.device]).get("flops")
+            group = []
             for impl in args.impls.split(","):
-                row = _run_worker([impl, workload, order, str(args.reps), args.device])
+                row = measure(impl, workload, order, args.reps, args.device, args.warmup)
                 row.update(impl=impl, workload=workload, order=order, flops=flops)
                 results["rows"].append(row)
+                group.append(row)
+            peer_speeds = [
+                r["tasks_per_second"] for r in group if r["impl"] in PEERS and r["status"] == "ok"
+            ]
+            fastest = max(peer_speeds, default=None)
+            for row in group:
                 if row["status"] != "ok":
-                    print(f"| {impl} | {order} | {row['status']} | | | |", flush=True)
+                    emit(f"| {row['impl']} | {order} | {row['status']} | | | | |")
                     continue
-                share = flops / row["seconds_per_iteration"] / 1e9 / ceiling if flops else None
-                memory = row["peak_memory_bytes"]
+                seconds = row["seconds_per_iteration"]
+                share = flops / seconds / 1e9 / ceiling if flops and ceiling else None
+                memory = row.get("peak_memory_bytes")
                 memory_text = "not measured" if memory is None else f"{memory / 2**20:.0f} MiB"
+                ratio = f"{row['tasks_per_second'] / fastest:.2f}" if fastest else "no peer"
                 share_text = "not measured" if share is None else f"{100 * share:.0f}%"
-                print(
-                    f"| {impl} | {order} | {row['tasks_per_second']:.2f} | "
-                    f"{row['seconds_per_iteration']:.3f} | {memory_text} | {share_text} |",
-                    flush=True,
+                emit(
+                    f"| {row['impl']} | {order} | {row['tasks_per_second']:.2f} | {seconds:.3f} "
+                    f"| {ratio} | {memory_text} | {share_text} |"
                 )
-        print()
+        emit()
+    for line in summarise(results["rows"]):
+        emit(line)
+    results["summary"] = summarise(results["rows"])
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":

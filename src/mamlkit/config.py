@@ -51,6 +51,9 @@ class TrainConfig:
     validation: bool = _option(False, "use the 1100/100/423 split with a validation split")
     device: str = _option("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
     threads: int | None = _option(None, "torch CPU threads (default: torch's choice)")
+    execution: str = _option(
+        "auto", "how tasks run: auto, batched (all tasks in one program) or loop (one by one)"
+    )
     data_root: str | None = _option(None, "data folder (default $MAMLKIT_DATA or ~/.cache/mamlkit)")
     download: bool = _option(False, "download missing data archives")
     log_every: int = _option(10, "iterations between metrics.jsonl records")
@@ -64,6 +67,7 @@ class TrainConfig:
 
 
 OUTER_LR_SCHEDULES = ("constant", "cosine")
+EXECUTIONS = ("auto", "batched", "loop")
 
 
 @dataclass
@@ -146,6 +150,9 @@ def validate(config: Any) -> None:
         raise ConfigError(
             f"outer_lr_schedule must be one of {', '.join(OUTER_LR_SCHEDULES)}, got {schedule!r}"
         )
+    execution = getattr(config, "execution", "auto")
+    if execution not in EXECUTIONS:
+        raise ConfigError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
     if getattr(config, "outer_lr_min", 0.0) < 0:
         raise ConfigError(f"outer_lr_min must be >= 0, got {config.outer_lr_min}")
     if getattr(config, "threads", None) is not None and config.threads < 1:

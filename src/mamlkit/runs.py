@@ -81,6 +81,7 @@ def build_learner(config: TrainConfig, image_shape: tuple[int, ...]) -> MetaLear
         inner_lr=config.inner_lr,
         inner_steps=config.inner_steps,
         msl_anneal_iterations=config.msl_anneal_iterations,
+        execution=config.execution,
     )
 
 
@@ -209,6 +210,7 @@ def train_run(
         "initial_weights_sha256": initial_weights,
         "task_stream_sha256": stream.hexdigest(),
         "device": str(device),
+        "execution": learner.execution_strategy,
         "environment": environment(),
     }
     atomic_write_json(out / "summary.json", summary)

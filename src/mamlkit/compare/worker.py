@@ -105,6 +105,7 @@ def run_plan(folder: Path) -> dict[str, Any]:
         "evaluation": evaluation.to_dict(),
         "environment": summary["environment"],
         "device": summary["device"],
+        "execution": summary.get("execution"),
     }
     atomic_write_json(folder / "result.json", record)
     return record

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 
 from mamlkit.checks import positive_int
 from mamlkit.core.algorithms import AlgorithmSpec, resolve_algorithm
-from mamlkit.core.inner_loop import Forward, LossFn, adapt, functional_forward, weighted_query_loss
+from mamlkit.core.execution import (
+    TaskForward,
+    auto_query_chunk,
+    auto_support_chunk,
+    make_task_forward,
+    task_losses,
+    task_slice,
+)
+from mamlkit.core.inner_loop import LossFn, adapt, functional_forward, weighted_query_loss
 from mamlkit.core.step_weights import last_step_weights, msl_weights
 from mamlkit.core.update_rules import Params, make_update_rule
 
@@ -65,18 +73,29 @@ def check_episode(
 
 @dataclass
 class AdaptedTasks:
-    """Per-task adapted parameters; call it on new inputs of those tasks (``[B, n, ...]``)."""
+    """Adapted parameters of a batch of tasks; call it on new inputs of them (``[B, n, ...]``).
 
-    forward: Forward
-    params: list[Params]
+    ``task_params`` holds the adapted tensors as ``[B, *shape]`` (the tensors that do not adapt
+    are shared); :attr:`params` gives them one dict per task.
+    """
+
+    forward: TaskForward
+    task_params: dict[str, Tensor]
+    per_task: frozenset[str]
+    tasks: int
+
+    @property
+    def params(self) -> list[dict[str, Tensor]]:
+        """One parameter dict per task (tensors that do not adapt are the model's own)."""
+        return [task_slice(self.task_params, set(self.per_task), b) for b in range(self.tasks)]
 
     def __call__(self, x: Tensor) -> Tensor:
-        if x.dim() < 3 or x.shape[0] != len(self.params):
+        if x.dim() < 3 or x.shape[0] != self.tasks:
             raise ValueError(
-                f"expected inputs for {len(self.params)} tasks as [tasks, examples, ...], "
+                f"expected inputs for {self.tasks} tasks as [tasks, examples, ...], "
                 f"got shape {tuple(x.shape)}"
             )
-        return torch.stack([self.forward(p, xb) for p, xb in zip(self.params, x, strict=True)])
+        return self.forward(self.task_params, x)
 
     def predict(self, x: Tensor) -> Tensor:
         """Predicted class labels ``[B, n]``."""
@@ -101,6 +120,13 @@ class MetaLearner(nn.Module):
         inner_steps: inner gradient steps during meta-training.
         msl_anneal_iterations: MAML++ multi-step-loss annealing length (``msl`` presets only).
         loss_fn: task loss, ``cross_entropy`` by default.
+        execution: how tasks are run: ``"auto"`` (default; all tasks in one batched program
+            where the model allows, else one by one), ``"batched"`` or ``"loop"`` to force one
+            (see :mod:`mamlkit.core.execution`; both give the same gradients).
+        query_chunk: tasks whose query sets are evaluated together; ``None`` picks by device and
+            query-set size (:func:`mamlkit.core.execution.auto_query_chunk`).
+        support_chunk: tasks adapted together in first-order runs (bounds memory); ``None`` picks
+            by device and support-set size (:func:`mamlkit.core.execution.auto_support_chunk`).
         **overrides: replace preset settings, e.g. ``update_rule="per_tensor"``.
     """
 
@@ -113,6 +139,9 @@ class MetaLearner(nn.Module):
         inner_steps: int = 1,
         msl_anneal_iterations: int = DEFAULT_MSL_ANNEAL_ITERATIONS,
         loss_fn: LossFn = F.cross_entropy,
+        execution: str = "auto",
+        query_chunk: int | None = None,
+        support_chunk: int | None = None,
         **overrides: object,
     ) -> None:
         super().__init__()
@@ -139,6 +168,12 @@ class MetaLearner(nn.Module):
         )
         self.iteration = 0  # outer iteration, drives the MSL annealing; set by the training loop
         self._forward = functional_forward(model)
+        self._task_forward = make_task_forward(model, execution)
+        self.execution = execution
+        self.query_chunk = None if query_chunk is None else positive_int("query_chunk", query_chunk)
+        self.support_chunk = (
+            None if support_chunk is None else positive_int("support_chunk", support_chunk)
+        )
         self._num_outputs: int | None = None
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -168,11 +203,30 @@ class MetaLearner(nn.Module):
                 f"labels must be 0..{self._num_outputs - 1} (relabel each task's classes 0..N-1)"
             )
 
+    @property
+    def execution_strategy(self) -> str:
+        """The strategy running now: ``"batched"`` or ``"loop"`` (see ``execution``)."""
+        return self._task_forward.name
+
+    def _task_params(self, tasks: int, *, detach: bool = False) -> Params:
+        """theta_0 of ``tasks`` tasks: adapting tensors expanded to ``[tasks, ...]`` (a view)."""
+        params = self.model_params()
+        if detach:
+            params = {n: p.detach() for n, p in params.items()}
+        return {
+            n: (p.expand(tasks, *p.shape) if n in self.adapt_names else p)
+            for n, p in params.items()
+        }
+
+    def _summed_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        # Sum over tasks: each task's gradient w.r.t. its own weights is its own loss's gradient.
+        return task_losses(self.loss_fn, outputs, targets).sum()
+
     def _trajectory(
         self, params: Params, x: Tensor, y: Tensor, steps: int, first_order: bool
     ) -> list[Params]:
         return adapt(
-            self._forward,
+            self._task_forward,
             params,
             x,
             y,
@@ -180,8 +234,50 @@ class MetaLearner(nn.Module):
             steps=steps,
             first_order=first_order,
             names=self.adapt_names,
-            loss_fn=self.loss_fn,
+            loss_fn=self._summed_loss,
         )
+
+    def _adapt_in_chunks(self, support_x: Tensor, support_y: Tensor, steps: int) -> list[Params]:
+        """The trajectory of all tasks; first-order runs adapt a few tasks at a time.
+
+        A first-order step keeps no graph, so adapting tasks in chunks bounds the memory of the
+        support pass (the per-chunk trajectories are joined); second order keeps every task's
+        graph until the outer backward anyway, so it adapts all tasks at once.
+        """
+        tasks = support_x.shape[0]
+        size = tasks
+        if self.first_order:
+            size = self.support_chunk or auto_support_chunk(
+                tasks, support_x.shape[1], support_x.device
+            )
+        if size >= tasks or self.execution_strategy == "loop":
+            params = self._task_params(tasks)
+            return self._trajectory(params, support_x, support_y, steps, self.first_order)
+        parts = [
+            self._trajectory(
+                self._task_params(min(size, tasks - start)),
+                support_x[start : start + size],
+                support_y[start : start + size],
+                steps,
+                self.first_order,
+            )
+            for start in range(0, tasks, size)
+        ]
+        per_task = set(self.adapt_names)
+        return [
+            {
+                n: (torch.cat([part[k][n] for part in parts]) if n in per_task else v)
+                for n, v in parts[0][k].items()
+            }
+            for k in range(steps + 1)
+        ]
+
+    def _query_chunks(self, query_x: Tensor) -> list[slice]:
+        tasks = query_x.shape[0]
+        size = self.query_chunk or auto_query_chunk(tasks, query_x.shape[1], query_x.device)
+        if self.execution_strategy == "loop":
+            size = tasks  # the loop runs task by task anyway
+        return [slice(start, start + size) for start in range(0, tasks, size)]
 
     # -- public API -----------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -200,17 +296,13 @@ class MetaLearner(nn.Module):
         self._check_labels(support_x, support_y)
         steps = self.inner_steps if steps is None else positive_int("steps", steps)
         tracking = torch.is_grad_enabled()
-        params = self.model_params()
-        if not tracking:
-            params = {n: p.detach() for n, p in params.items()}
+        tasks = support_x.shape[0]
+        params = self._task_params(tasks, detach=not tracking)
         first_order = self.first_order or not tracking
-        finals = [
-            self._trajectory(params, x, y, steps, first_order)[-1]
-            for x, y in zip(support_x, support_y, strict=True)
-        ]
+        final = self._trajectory(params, support_x, support_y, steps, first_order)[-1]
         if not tracking:
-            finals = [{n: p.detach() for n, p in f.items()} for f in finals]
-        return AdaptedTasks(self._forward, finals)
+            final = {n: p.detach() for n, p in final.items()}
+        return AdaptedTasks(self._task_forward, final, frozenset(self.adapt_names), tasks)
 
     def meta_loss(
         self,
@@ -229,17 +321,25 @@ class MetaLearner(nn.Module):
         check_episode(support_x, support_y, query_x, query_y)
         self._check_labels(support_x, support_y, query_y)
         weights = self.step_weights(iteration).tolist()
-        params = self.model_params()
-        losses, final_logits = [], []
-        for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y, strict=True):
-            trajectory = self._trajectory(params, sx, sy, self.inner_steps, self.first_order)
-            task_loss, logits = weighted_query_loss(
-                self._forward, trajectory, qx, qy, weights, loss_fn=self.loss_fn
+        tasks = support_x.shape[0]
+        trajectory = self._adapt_in_chunks(support_x, support_y, self.inner_steps)
+        per_task = set(self.adapt_names)
+        total: Tensor | None = None
+        final_logits = []
+        for chunk in self._query_chunks(query_x):
+            steps = [task_slice(p, per_task, chunk) for p in trajectory]
+            chunk_loss, logits = weighted_query_loss(
+                self._task_forward,
+                steps,
+                query_x[chunk],
+                query_y[chunk],
+                weights,
+                loss_fn=self._summed_loss,
             )
-            losses.append(task_loss)
+            total = chunk_loss if total is None else total + chunk_loss
             final_logits.append(logits[self.inner_steps].detach())
-        loss = torch.stack(losses).mean()
-        accuracy = (torch.stack(final_logits).argmax(-1) == query_y).float().mean()
+        loss = total / tasks  # type: ignore[operator]
+        accuracy = (torch.cat(final_logits).argmax(-1) == query_y).float().mean()
         return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
 
     def score_tasks(
@@ -255,17 +355,21 @@ class MetaLearner(nn.Module):
         check_episode(support_x, support_y, query_x, query_y)
         self._check_labels(support_x, support_y, query_y)
         steps = self.inner_steps if steps is None else positive_int("steps", steps)
-        params = {n: p.detach() for n, p in self.model_params().items()}
+        params = self._task_params(support_x.shape[0], detach=True)
+        trajectory = self._trajectory(params, support_x, support_y, steps, first_order=True)
+        per_task = set(self.adapt_names)
         losses, accuracies = [], []
-        for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y, strict=True):
-            trajectory = self._trajectory(params, sx, sy, steps, first_order=True)
-            with torch.no_grad():
-                logits = [self._forward(p, qx) for p in trajectory]
-                losses.append(torch.stack([self.loss_fn(lg, qy) for lg in logits]))
-                accuracies.append(
-                    torch.stack([(lg.argmax(-1) == qy).float().mean() for lg in logits])
-                )
-        return TaskScores(torch.stack(losses), torch.stack(accuracies))
+        with torch.no_grad():
+            for chunk in self._query_chunks(query_x):
+                qx, qy = query_x[chunk], query_y[chunk]
+                step_losses, step_accuracies = [], []
+                for step_params in trajectory:
+                    logits = self._task_forward(task_slice(step_params, per_task, chunk), qx)
+                    step_losses.append(task_losses(self.loss_fn, logits, qy))
+                    step_accuracies.append((logits.argmax(-1) == qy).float().mean(1))
+                losses.append(torch.stack(step_losses, dim=1))
+                accuracies.append(torch.stack(step_accuracies, dim=1))
+        return TaskScores(torch.cat(losses), torch.cat(accuracies))
 
     def learned_inner_lrs(self) -> dict[str, list[float]]:
         """Current inner learning rates per adapting tensor and step (constant for ``fixed``)."""
