@@ -11,6 +11,11 @@ SGD steps of 0.4 and an Adam outer step. Two processes per row:
   after set-up is the peak of live tensors, not of the allocator's cache (without it the same
   run varied by 30% here). On CUDA: ``torch.cuda.max_memory_allocated``.
 
+Rows: ``mamlkit`` as shipped; ``mamlkit-lean`` backpropagates one task at a time
+(``tasks_per_backward=1``, as learn2learn, higher and TorchOpt do), trading speed for memory;
+``mamlkit-loop`` is mamlkit's reference strategy (``execution="loop"``); ``mamlkit-mamlpp`` is
+MAML++ at iteration 0 (multi-step loss over all steps), ``-annealed`` after its annealing.
+
 "x fastest peer" divides tasks/s by the fastest of the peers measured in the same run (the plain
 ``torch.func`` loop, ``torch.func.vmap``, learn2learn, higher, TorchOpt); a peer that is not
 installed is listed as such. "% of ceiling" is the FLOPs of the plain loop's iteration (the same
@@ -44,7 +49,7 @@ WORKLOADS = {
     "paper": {"tasks": 32, "queries": 1, "steps": 1},
 }
 PEERS = ("plain", "vmap", "learn2learn", "higher", "torchopt")
-MAMLKIT = ("mamlkit", "mamlkit-loop", "mamlkit-mamlpp", "mamlkit-mamlpp-annealed")
+MAMLKIT = ("mamlkit", "mamlkit-lean", "mamlkit-loop", "mamlkit-mamlpp", "mamlkit-mamlpp-annealed")
 IMPLS = MAMLKIT + PEERS
 WAYS, SHOTS, LR = 5, 1, 0.4
 TARGET_SPEEDUP, MEMORY_LIMIT, MAMLPP_LIMIT = 1.5, 1.2, 1.3
@@ -86,7 +91,9 @@ def _mamlkit_step(impl: str, model: Any, data: tuple, steps: int, first_order: b
 
     from mamlkit import MetaLearner
 
-    iteration = 0
+    iteration, tasks_per_backward = 0, None
+    if impl == "mamlkit-lean":  # backpropagate one task at a time, as the peers do
+        tasks_per_backward = 1
     if impl.startswith("mamlkit-mamlpp"):
         if first_order:
             return None
@@ -96,13 +103,19 @@ def _mamlkit_step(impl: str, model: Any, data: tuple, steps: int, first_order: b
     else:
         preset = "fomaml" if first_order else "maml"
         execution = "loop" if impl == "mamlkit-loop" else "auto"
-    learner = MetaLearner(model, preset, inner_lr=LR, inner_steps=steps, execution=execution)
+    learner = MetaLearner(
+        model,
+        preset,
+        inner_lr=LR,
+        inner_steps=steps,
+        execution=execution,
+        tasks_per_backward=tasks_per_backward,
+    )
     opt = torch.optim.Adam(learner.parameters(), 1e-3)
 
     def step() -> None:
         opt.zero_grad()
-        loss, _ = learner.meta_loss(*data, iteration=iteration)
-        loss.backward()
+        learner.meta_backward(*data, iteration=iteration)
         opt.step()
 
     return step

@@ -280,3 +280,22 @@ def test_every_learnable_of_every_preset_gets_a_gradient(name: str, execution: s
             assert param.grad.abs().sum() > 0, f"{name}: {param_name} has an all-zero gradient"
     learned = [n for n, _ in learner.named_parameters() if n.startswith("inner_update.")]
     assert bool(learned) == (learner.algorithm.update_rule != "fixed")
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("preset", ["maml", "fomaml", "mamlpp"])
+@pytest.mark.parametrize("group", [None, 1])
+def test_meta_backward_in_groups_gives_the_meta_loss_gradient(
+    preset: str, group: int | None, execution: str
+) -> None:
+    data = episode()
+    learner = MetaLearner(
+        tiny_conv(), preset, inner_lr=0.3, inner_steps=2, execution=execution
+    ).double()
+    loss, metrics = learner.meta_loss(*data, iteration=5)
+    expected = grads_of(loss, learner)
+    got_metrics = learner.meta_backward(*data, iteration=5, tasks_per_backward=group)
+    for param, want in zip(learner.parameters(), expected, strict=True):
+        torch.testing.assert_close(param.grad, want)
+    assert got_metrics["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert got_metrics["loss"] == pytest.approx(metrics["loss"])

@@ -69,6 +69,37 @@ def test_first_order_keeps_no_graph_through_the_inner_loop(execution: str) -> No
     assert held["maml", 4] > 2 * held["maml", 1]
 
 
+def peak_graph_bytes(run) -> int:
+    """Largest total of saved-for-backward tensors alive at once while ``run()`` runs."""
+    state = {"alive": 0, "peak": 0}
+
+    def release(nbytes: int) -> None:
+        state["alive"] -= nbytes
+
+    def pack(tensor: torch.Tensor) -> _Held:
+        handle = _Held(tensor)
+        nbytes = tensor.numel() * tensor.element_size()
+        state["alive"] += nbytes
+        state["peak"] = max(state["peak"], state["alive"])
+        weakref.finalize(handle, release, nbytes)
+        return handle
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda handle: handle.tensor):
+        run()
+    return state["peak"]
+
+
+def test_meta_backward_in_groups_bounds_the_graph_held_at_once() -> None:
+    torch.manual_seed(0)
+    learner = MetaLearner(Conv4(1, 5, hidden=8), "maml", inner_lr=0.1, inner_steps=2)
+    data = episode(tasks=8)
+    peaks = {
+        group: peak_graph_bytes(lambda g=group: learner.meta_backward(*data, tasks_per_backward=g))
+        for group in (None, 2)
+    }
+    assert peaks[2] < 0.4 * peaks[None]
+
+
 GROWTH_SCRIPT = """
 import json, sys, torch
 from mamlkit import Conv4, MetaLearner, fit

@@ -54,6 +54,9 @@ class TrainConfig:
     execution: str = _option(
         "auto", "how tasks run: auto, batched (all tasks in one program) or loop (one by one)"
     )
+    tasks_per_backward: int | None = _option(
+        None, "backpropagate this many tasks at a time to bound memory (default: all at once)"
+    )
     data_root: str | None = _option(None, "data folder (default $MAMLKIT_DATA or ~/.cache/mamlkit)")
     download: bool = _option(False, "download missing data archives")
     log_every: int = _option(10, "iterations between metrics.jsonl records")
@@ -155,6 +158,8 @@ def validate(config: Any) -> None:
         raise ConfigError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
     if getattr(config, "outer_lr_min", 0.0) < 0:
         raise ConfigError(f"outer_lr_min must be >= 0, got {config.outer_lr_min}")
+    if getattr(config, "tasks_per_backward", None) is not None and config.tasks_per_backward < 1:
+        raise ConfigError(f"tasks_per_backward must be >= 1, got {config.tasks_per_backward}")
     if getattr(config, "threads", None) is not None and config.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {config.threads}")
     if getattr(config, "msl_anneal_iterations", 0) < 0:

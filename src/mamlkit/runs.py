@@ -82,6 +82,7 @@ def build_learner(config: TrainConfig, image_shape: tuple[int, ...]) -> MetaLear
         inner_steps=config.inner_steps,
         msl_anneal_iterations=config.msl_anneal_iterations,
         execution=config.execution,
+        tasks_per_backward=config.tasks_per_backward,
     )
 
 

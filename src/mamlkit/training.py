@@ -70,8 +70,9 @@ def fit(
 ) -> list[float]:
     """Meta-train for ``iterations`` meta-batches of ``episodes`` (all of them if ``None``).
 
-    Each iteration: draw a meta-batch, zero grads, ``learner.meta_loss``, backward,
-    ``optimizer.step()`` (and ``scheduler.step()``). A non-finite loss stops training with a
+    Each iteration: draw a meta-batch, zero grads, ``learner.meta_backward`` (the meta-loss
+    backpropagated ``learner.tasks_per_backward`` tasks at a time), ``optimizer.step()`` (and
+    ``scheduler.step()``). A non-finite loss stops training with a
     ``FloatingPointError`` naming the iteration. ``on_log`` receives a record every ``log_every``
     iterations and at the last one; ``train_seconds`` in it counts only the iterations themselves
     (episode sampling included, time spent inside ``on_log`` excluded), so callers may evaluate
@@ -104,14 +105,13 @@ def fit(
             support_x, support_y, query_x, query_y = _episode_tensors(episode, device)
             learner.iteration = index
             optimizer.zero_grad(set_to_none=True)
-            loss, metrics = learner.meta_loss(support_x, support_y, query_x, query_y)
-            if not math.isfinite(metrics["loss"]):
+            metrics = learner.meta_backward(support_x, support_y, query_x, query_y)
+            if not math.isfinite(metrics["loss"]):  # checked before the step: no update applied
                 raise FloatingPointError(
                     f"the meta-loss became {metrics['loss']} at iteration {index + 1}; the usual "
                     "cause is an inner learning rate that is too high (lower --inner-lr) or an "
                     "outer one (--outer-lr)"
                 )
-            loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

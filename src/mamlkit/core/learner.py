@@ -127,6 +127,8 @@ class MetaLearner(nn.Module):
             query-set size (:func:`mamlkit.core.execution.auto_query_chunk`).
         support_chunk: tasks adapted together in first-order runs (bounds memory); ``None`` picks
             by device and support-set size (:func:`mamlkit.core.execution.auto_support_chunk`).
+        tasks_per_backward: tasks that :meth:`meta_backward` (and so :func:`mamlkit.fit`)
+            backpropagates at a time; ``None``: all of them (fastest, most memory).
         **overrides: replace preset settings, e.g. ``update_rule="per_tensor"``.
     """
 
@@ -142,6 +144,7 @@ class MetaLearner(nn.Module):
         execution: str = "auto",
         query_chunk: int | None = None,
         support_chunk: int | None = None,
+        tasks_per_backward: int | None = None,
         **overrides: object,
     ) -> None:
         super().__init__()
@@ -173,6 +176,11 @@ class MetaLearner(nn.Module):
         self.query_chunk = None if query_chunk is None else positive_int("query_chunk", query_chunk)
         self.support_chunk = (
             None if support_chunk is None else positive_int("support_chunk", support_chunk)
+        )
+        self.tasks_per_backward = (
+            None
+            if tasks_per_backward is None
+            else positive_int("tasks_per_backward", tasks_per_backward)
         )
         self._num_outputs: int | None = None
 
@@ -304,24 +312,10 @@ class MetaLearner(nn.Module):
             final = {n: p.detach() for n, p in final.items()}
         return AdaptedTasks(self._task_forward, final, frozenset(self.adapt_names), tasks)
 
-    def meta_loss(
-        self,
-        support_x: Tensor,
-        support_y: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
-        *,
-        iteration: int | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        """Mean over tasks of the (step-weighted) query loss after adaptation.
-
-        Differentiable w.r.t. ``self.parameters()``. ``metrics`` holds ``loss`` and ``accuracy``
-        (query accuracy after the last inner step, mean over tasks).
-        """
-        check_episode(support_x, support_y, query_x, query_y)
-        self._check_labels(support_x, support_y, query_y)
-        weights = self.step_weights(iteration).tolist()
-        tasks = support_x.shape[0]
+    def _summed_task_losses(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, weights
+    ) -> tuple[Tensor, Tensor]:
+        """Sum over these tasks of their step-weighted query losses, and final query logits."""
         trajectory = self._adapt_in_chunks(support_x, support_y, self.inner_steps)
         per_task = set(self.adapt_names)
         total: Tensor | None = None
@@ -338,9 +332,64 @@ class MetaLearner(nn.Module):
             )
             total = chunk_loss if total is None else total + chunk_loss
             final_logits.append(logits[self.inner_steps].detach())
-        loss = total / tasks  # type: ignore[operator]
-        accuracy = (torch.cat(final_logits).argmax(-1) == query_y).float().mean()
+        return total, torch.cat(final_logits)  # type: ignore[return-value]
+
+    def meta_loss(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+        query_y: Tensor,
+        *,
+        iteration: int | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Mean over tasks of the (step-weighted) query loss after adaptation.
+
+        Differentiable w.r.t. ``self.parameters()``. ``metrics`` holds ``loss`` and ``accuracy``
+        (query accuracy after the last inner step, mean over tasks). The graph of every task is
+        kept until you call ``backward``; :meth:`meta_backward` bounds that memory.
+        """
+        check_episode(support_x, support_y, query_x, query_y)
+        self._check_labels(support_x, support_y, query_y)
+        weights = self.step_weights(iteration).tolist()
+        total, logits = self._summed_task_losses(support_x, support_y, query_x, query_y, weights)
+        loss = total / support_x.shape[0]
+        accuracy = (logits.argmax(-1) == query_y).float().mean()
         return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+
+    def meta_backward(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+        query_y: Tensor,
+        *,
+        iteration: int | None = None,
+        tasks_per_backward: int | None = None,
+    ) -> dict[str, float]:
+        """``meta_loss(...)[0].backward()``, a few tasks at a time; returns the metrics.
+
+        Gradients accumulate into ``.grad`` as with ``backward`` (zero them first). Each group of
+        ``tasks_per_backward`` tasks (default: the learner's ``tasks_per_backward``, else all)
+        is adapted, scored and backpropagated before the next starts, so peak memory is that of
+        one group; the gradients equal those of :meth:`meta_loss` up to float rounding.
+        """
+        check_episode(support_x, support_y, query_x, query_y)
+        self._check_labels(support_x, support_y, query_y)
+        weights = self.step_weights(iteration).tolist()
+        tasks = support_x.shape[0]
+        size = tasks_per_backward or self.tasks_per_backward or tasks
+        size = positive_int("tasks_per_backward", size)
+        loss_sum, correct = 0.0, 0.0
+        for start in range(0, tasks, size):
+            group = slice(start, start + size)
+            total, logits = self._summed_task_losses(
+                support_x[group], support_y[group], query_x[group], query_y[group], weights
+            )
+            (total / tasks).backward()
+            loss_sum += float(total.detach())
+            correct += float((logits.argmax(-1) == query_y[group]).float().mean(1).sum())
+        return {"loss": loss_sum / tasks, "accuracy": correct / tasks}
 
     def score_tasks(
         self,
