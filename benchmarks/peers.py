@@ -94,10 +94,11 @@ def _mamlkit_step(impl: str, model: Any, data: tuple, steps: int, first_order: b
     iteration, tasks_per_backward = 0, None
     if impl == "mamlkit-lean":  # backpropagate one task at a time, as the peers do
         tasks_per_backward = 1
-    if impl.startswith("mamlkit-mamlpp"):
+    if impl.startswith("mamlkit-mamlpp") or impl == "mamlkit-loop-mamlpp":
         if first_order:
             return None
-        preset, execution = "mamlpp", "auto"
+        preset = "mamlpp"
+        execution = "loop" if impl == "mamlkit-loop-mamlpp" else "auto"
         if impl.endswith("annealed"):  # past the multi-step-loss annealing: last step only
             iteration = 10**9
     else:
@@ -289,8 +290,9 @@ def worker(
     }
 
 
-def count_flops(workload: str, order: str, device: str) -> int:
-    """FLOPs of one plain-loop meta-iteration: convolutions and matmuls, every backward included.
+def count_flops(workload: str, order: str, device: str, impl: str = "plain") -> int:
+    """FLOPs of one meta-iteration (of the plain loop by default, or of ``impl``):
+    convolutions and matmuls, every backward included.
 
     Uses torch's per-op FLOP formulas (``torch.utils.flop_counter.flop_registry``) in a dispatch
     mode; ``FlopCounterMode`` itself cannot follow ``autograd.grad(create_graph=True)``.
@@ -310,7 +312,7 @@ def count_flops(workload: str, order: str, device: str) -> int:
             return out
 
     model, data, steps = _setup(workload, device)
-    step = _step_fn("plain", model, data, steps, order == "first")
+    step = _step_fn(impl, model, data, steps, order == "first")
     with Counter():
         step()
     return int(Counter.total)
@@ -411,6 +413,34 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+FLOP_IMPLS = {"maml": "mamlkit-loop", "fomaml": "mamlkit-loop", "mamlpp": "mamlkit-loop-mamlpp"}
+
+
+def print_flops(args: argparse.Namespace) -> None:
+    """A table of GFLOPs per meta-iteration per preset, with the ratio to the first preset."""
+    presets = args.count_flops.split(",")
+    unknown = [p for p in presets if p not in FLOP_IMPLS]
+    if unknown:
+        raise SystemExit(f"--count-flops: unknown preset(s) {unknown}; known: {list(FLOP_IMPLS)}")
+    print("| workload | order | " + " | ".join(f"{p} GFLOP" for p in presets) + " | ratio |")
+    print("|---|---|" + "---|" * (len(presets) + 1))
+    for workload in args.workloads.split(","):
+        for order in args.orders.split(","):
+            counts = []
+            for preset in presets:
+                impl = FLOP_IMPLS[preset]
+                if order == "first" and preset == "mamlpp":
+                    counts.append(None)
+                    continue
+                if preset == "fomaml" and order == "second":
+                    counts.append(None)
+                    continue
+                counts.append(_run_worker(["flops", workload, order, args.device, impl])["flops"])
+            cells = " | ".join("" if c is None else f"{c / 1e9:.1f}" for c in counts)
+            ratio = f"{counts[-1] / counts[0]:.2f}x" if counts[0] and counts[-1] else "n/a"
+            print(f"| {workload} | {order} | {cells} | {ratio} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="mamlkit vs peers: meta-iteration speed")
     parser.add_argument("--impls", default=",".join(IMPLS))
@@ -421,6 +451,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--markdown", default=None, help="also write the tables here")
+    parser.add_argument(
+        "--count-flops",
+        metavar="PRESETS",
+        help="only count the FLOPs of one iteration of these presets (e.g. maml,mamlpp) on the "
+        "reference path (execution='loop', so no kernel changes the count) and print them",
+    )
     parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -428,13 +464,16 @@ def main() -> None:
         if kind == "ceiling":
             print(json.dumps({"gflops": conv_ceiling(args.worker[1])}))
         elif kind == "flops":
-            print(json.dumps({"flops": count_flops(*args.worker[1:4])}))
+            print(json.dumps({"flops": count_flops(*args.worker[1:5])}))
         else:
             impl, workload, order, reps, device, *warmup = args.worker
             print(json.dumps(worker(impl, workload, order, int(reps), device, *map(int, warmup))))
         return
     if args.reps < 1:
         parser.error("--reps must be at least 1")
+    if args.count_flops:
+        print_flops(args)
+        return
 
     import torch
 

@@ -137,3 +137,30 @@ def test_memory_does_not_grow_across_iterations(preset: str, execution: str) -> 
     assert growth < 4 * 2**20, (
         f"resident memory grew by {growth / 2**20:.1f} MiB over 60 iterations"
     )
+
+
+def test_adapt_frees_the_weights_of_steps_not_kept() -> None:
+    from mamlkit.core import adapt, functional_forward, make_update_rule
+
+    torch.manual_seed(0)
+    model = Conv4(1, 5, hidden=4, image_size=16)
+    names = [n for n, _ in model.named_parameters()]
+    update = make_update_rule("fixed", names, 0.1, 4)
+    made: list[weakref.ref] = []
+
+    def tracking_update(params, grads, step):
+        out = update(params, grads, step)
+        made.append(weakref.ref(out[names[0]]))
+        return out
+
+    x, y = torch.rand(10, 1, 16, 16), torch.arange(5).repeat(2)
+    params = dict(model.named_parameters())
+    common = {"update": tracking_update, "steps": 4, "first_order": True, "names": names}
+    full = adapt(functional_forward(model), params, x, y, **common)
+    made.clear()
+    kept = adapt(functional_forward(model), params, x, y, keep={2}, **common)
+    assert [p is None for p in kept] == [True, True, False, True, False]
+    for step in (2, 4):
+        torch.testing.assert_close(kept[step][names[0]], full[step][names[0]])
+    alive = [ref() is not None for ref in made]  # theta_1 .. theta_4
+    assert alive == [False, True, False, True], "first-order weights of dropped steps stay alive"

@@ -84,35 +84,43 @@ def adapt(
     first_order: bool,
     names: Collection[str] | None = None,
     loss_fn: LossFn = F.cross_entropy,
-) -> list[Params]:
-    """Adapt ``params`` to one task with ``steps`` inner updates.
+    keep: Collection[int] | None = None,
+) -> list[Params | None]:
+    """Adapt ``params`` to one task (or a batch of tasks) with ``steps`` inner updates.
 
     Returns the trajectory ``[theta_0, theta_1, ..., theta_steps]`` where ``theta_0 = params``.
     ``names`` selects which tensors adapt (default: those the update rule knows); the others are
     carried unchanged. Gradients flow to ``params`` and to the update rule's learned rates
     (under ``torch.no_grad()`` the values are the same and nothing is differentiable).
+    ``keep`` lists the step numbers the caller needs (the last is always kept); the others are
+    ``None`` in the result and freed as soon as the next step exists, which bounds first-order
+    memory to one step's weights whatever the number of steps.
     """
     names = tuple(update.names if names is None else names)
     # Under torch.no_grad() nothing can be differentiated anyway: take the cheap first-order path.
     create_graph = not first_order and torch.is_grad_enabled()
-    trajectory = [params]
+    trajectory: list[Params | None] = [params]
+    current = params
     for step in range(steps):
         _, grads = inner_gradients(
             forward,
-            trajectory[-1],
+            current,
             names,
             support_x,
             support_y,
             create_graph=create_graph,
             loss_fn=loss_fn,
         )
-        trajectory.append(update(trajectory[-1], grads, step))
+        current = update(current, grads, step)
+        if keep is not None and step not in keep:
+            trajectory[-1] = None
+        trajectory.append(current)
     return trajectory
 
 
 def weighted_query_loss(
     forward: Forward,
-    trajectory: list[Params],
+    trajectory: list[Params | None],
     query_x: Tensor,
     query_y: Tensor,
     step_weights: Tensor | list[float],

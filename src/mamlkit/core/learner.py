@@ -231,8 +231,14 @@ class MetaLearner(nn.Module):
         return task_losses(self.loss_fn, outputs, targets).sum()
 
     def _trajectory(
-        self, params: Params, x: Tensor, y: Tensor, steps: int, first_order: bool
-    ) -> list[Params]:
+        self,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        steps: int,
+        first_order: bool,
+        keep: set[int] | None = None,
+    ) -> list[Params | None]:
         return adapt(
             self._task_forward,
             params,
@@ -243,10 +249,14 @@ class MetaLearner(nn.Module):
             first_order=first_order,
             names=self.adapt_names,
             loss_fn=self._summed_loss,
+            keep=keep,
         )
 
-    def _adapt_in_chunks(self, support_x: Tensor, support_y: Tensor, steps: int) -> list[Params]:
-        """The trajectory of all tasks; first-order runs adapt a few tasks at a time.
+    def _adapt_in_chunks(
+        self, support_x: Tensor, support_y: Tensor, steps: int, keep: set[int]
+    ) -> list[Params | None]:
+        """The trajectory of all tasks (``None`` at steps not in ``keep``); first-order runs
+        adapt a few tasks at a time.
 
         A first-order step keeps no graph, so adapting tasks in chunks bounds the memory of the
         support pass (the per-chunk trajectories are joined); second order keeps every task's
@@ -260,7 +270,7 @@ class MetaLearner(nn.Module):
             )
         if size >= tasks or self.execution_strategy == "loop":
             params = self._task_params(tasks)
-            return self._trajectory(params, support_x, support_y, steps, self.first_order)
+            return self._trajectory(params, support_x, support_y, steps, self.first_order, keep)
         parts = [
             self._trajectory(
                 self._task_params(min(size, tasks - start)),
@@ -268,14 +278,17 @@ class MetaLearner(nn.Module):
                 support_y[start : start + size],
                 steps,
                 self.first_order,
+                keep,
             )
             for start in range(0, tasks, size)
         ]
         per_task = set(self.adapt_names)
         return [
-            {
-                n: (torch.cat([part[k][n] for part in parts]) if n in per_task else v)
-                for n, v in parts[0][k].items()
+            None
+            if parts[0][k] is None
+            else {
+                n: (torch.cat([part[k][n] for part in parts]) if n in per_task else v)  # type: ignore[index]
+                for n, v in parts[0][k].items()  # type: ignore[union-attr]
             }
             for k in range(steps + 1)
         ]
@@ -316,12 +329,14 @@ class MetaLearner(nn.Module):
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, weights
     ) -> tuple[Tensor, Tensor]:
         """Sum over these tasks of their step-weighted query losses, and final query logits."""
-        trajectory = self._adapt_in_chunks(support_x, support_y, self.inner_steps)
+        # Only the steps whose query loss counts are kept (the last always is).
+        keep = {index + 1 for index, weight in enumerate(weights) if weight != 0}
+        trajectory = self._adapt_in_chunks(support_x, support_y, self.inner_steps, keep)
         per_task = set(self.adapt_names)
         total: Tensor | None = None
         final_logits = []
         for chunk in self._query_chunks(query_x):
-            steps = [task_slice(p, per_task, chunk) for p in trajectory]
+            steps = [None if p is None else task_slice(p, per_task, chunk) for p in trajectory]
             chunk_loss, logits = weighted_query_loss(
                 self._task_forward,
                 steps,
