@@ -17,7 +17,6 @@ strategy runs; all of them give the same values and gradients (to float rounding
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Protocol
 
@@ -162,13 +161,14 @@ def auto_query_chunk(tasks: int, examples: int, device: torch.device) -> int:
     return 1
 
 
-#: Examples per batched first-order support call on CPU (``MAMLKIT_SUPPORT_EXAMPLES`` to tune).
-SUPPORT_EXAMPLES = int(os.environ.get("MAMLKIT_SUPPORT_EXAMPLES", "160"))
+#: Support examples per batched first-order call on CPU (``MetaLearner(support_chunk=...)``
+#: overrides the resulting number of tasks).
+SUPPORT_EXAMPLES = 160
 
 
 def auto_support_chunk(tasks: int, examples: int, device: torch.device) -> int:
     """How many tasks a first-order run adapts together: on CPU about 160 support examples per
-    call (all tasks on CUDA), which keeps peak memory near the task-by-task loop's."""
+    call (all tasks on CUDA), so a large support set does not hold every task's activations."""
     if device.type != "cpu":
         return tasks
     return max(1, min(tasks, SUPPORT_EXAMPLES // max(examples, 1)))

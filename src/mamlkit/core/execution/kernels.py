@@ -1,14 +1,15 @@
 """Faster, exactly equivalent replacements for three PyTorch CPU operations MAML leans on.
 
-Measured on a 2-core CPU with torch 2.13 (``benchmarks/peers.py``; ``docs/performance.md``):
+What each contributes end to end is measured by ``benchmarks/ablation.py``
+(``docs/performance.md``):
 
 * :func:`batch_norm_train`: batch-statistics BatchNorm whose *double backward* is a closed
   form of about a dozen tensor passes. PyTorch's generic formula
   (``batchnorm_double_backward``) makes several times as many, and second-order MAML runs it
   in every inner step of every task.
-* :func:`max_pool2d`: max-pooling through the channels-last kernel, which is about 14 times
-  faster than the NCHW one at Conv4's first-layer shape; the indices, the gradient and the tie
-  rule (the first maximum wins) are PyTorch's own.
+* :func:`max_pool2d`: max-pooling through the channels-last kernel, which on CPU is much faster
+  than the NCHW one at Conv4's first-layer shape; the indices, the gradient and the tie rule
+  (the first maximum wins) are PyTorch's own.
 * :func:`conv_batch_norm`: a convolution with few input taps (``C_in * k * k <= 27``, e.g. a
   first layer on grey or RGB images) followed by batch-statistics BatchNorm, as one matrix
   product. BatchNorm's mean and variance of ``W p + b`` follow from the mean and covariance of
