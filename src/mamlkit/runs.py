@@ -44,16 +44,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_dataset(config: TrainConfig, split: str) -> Any:
+    """The dataset ``config.dataset`` for ``split``.
+
+    Every factory gets ``root``, ``split`` and ``download``; ``validation`` and ``split_seed`` go
+    to factories that take them, and setting them for one that does not is an error (never a
+    silently ignored flag).
+    """
+    import inspect
+
     from mamlkit.data import DATASETS
 
     factory = DATASETS.get(config.dataset)
-    return factory(
-        root=config.data_root,
-        split=split,
-        download=config.download,
-        validation=config.validation,
-        split_seed=config.split_seed,
-    )
+    accepted = inspect.signature(factory).parameters
+    defaults = {"validation": False, "split_seed": 0}
+    options = {}
+    for key, default in defaults.items():
+        value = getattr(config, key)
+        if key in accepted:
+            options[key] = value
+        elif value != default:
+            raise ConfigError(
+                f"dataset {config.dataset!r} has fixed splits: {key} cannot be set (got {value!r})"
+            )
+    if "progress" in accepted:
+        options["progress"] = config.progress
+    return factory(root=config.data_root, split=split, download=config.download, **options)
 
 
 def build_sampler(
@@ -65,8 +80,18 @@ def build_sampler(
 
 
 def build_learner(config: TrainConfig, image_shape: tuple[int, ...]) -> MetaLearner:
-    """The model (initialised from ``config.seed`` without touching the global RNG) + algorithm."""
+    """The model (initialised from ``config.seed`` without touching the global RNG) + algorithm.
+
+    An image shape ``[C, H, W]`` is passed to the model factory as ``in_channels=C,
+    image_size=W``; a model that declares ``input_ndim`` refuses inputs of another rank.
+    """
     factory = MODELS.get(config.model)
+    input_ndim = getattr(factory, "input_ndim", None)
+    if input_ndim is not None and len(image_shape) != input_ndim:
+        raise ConfigError(
+            f"model {config.model!r} takes inputs of rank {input_ndim} but dataset "
+            f"{config.dataset!r} gives inputs of shape {list(image_shape)}; choose another --model"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = factory(

@@ -183,6 +183,7 @@ class MetaLearner(nn.Module):
             else positive_int("tasks_per_backward", tasks_per_backward)
         )
         self._num_outputs: int | None = None
+        self._checked_shape: tuple[int, ...] | None = None
 
     # -- pieces ---------------------------------------------------------------------------------
     @property
@@ -201,9 +202,18 @@ class MetaLearner(nn.Module):
         return last_step_weights(self.inner_steps)
 
     def _check_labels(self, support_x: Tensor, *labels: Tensor) -> None:
-        if self._num_outputs is None:
+        shape = tuple(support_x.shape[2:])
+        if self._num_outputs is None or self._checked_shape != shape:
             with torch.no_grad():
-                self._num_outputs = int(self._forward(self.model_params(), support_x[0]).shape[-1])
+                try:
+                    out = self._forward(self.model_params(), support_x[0])
+                except RuntimeError as error:
+                    raise ValueError(
+                        f"the model cannot take inputs of shape {list(shape)} per example "
+                        f"({type(self.model).__name__}: {str(error).splitlines()[0]}); check the "
+                        "model's input size against the data"
+                    ) from error
+            self._num_outputs, self._checked_shape = int(out.shape[-1]), shape
         top = max(int(y.max()) for y in labels if y.numel())
         if top >= self._num_outputs:
             raise ValueError(

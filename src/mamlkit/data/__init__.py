@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mamlkit.data.download import ChecksumError, DownloadError, download_omniglot
+from mamlkit.data.miniimagenet import MiniImageNet, MiniImageNetError
 from mamlkit.data.omniglot import (
     Omniglot,
     OmniglotArchiveError,
@@ -18,9 +19,12 @@ from mamlkit.data.omniglot import (
     split_characters,
 )
 from mamlkit.data.sampler import Episode, EpisodeSampler, FewShotDataset
+from mamlkit.data.sinusoid import Sinusoid, SinusoidSampler, SinusoidTasks
 from mamlkit.registry import Registry
 
-#: Dataset factories by name: ``DATASETS.get(name)(root, split, download=..., **options)``.
+#: Dataset factories by name: ``DATASETS.get(name)(root, split, download=..., **options)``, each
+#: giving a :class:`FewShotDataset` for :class:`EpisodeSampler`. (Sinusoid regression tasks come
+#: from :class:`Sinusoid`, which is not registered until the learner trains regression tasks.)
 DATASETS: Registry[Callable[..., FewShotDataset]] = Registry("dataset")
 
 
@@ -30,11 +34,38 @@ def make_omniglot(
     split: str = "train",
     *,
     download: bool = False,
+    validation: bool = False,
+    split_seed: int = 0,
     **options: Any,
 ) -> Omniglot:
-    """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (validation, rotations,
-    image_size, cache_dir, split_seed)."""
-    return Omniglot(root, split, download=download, **options)
+    """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (rotations, image_size,
+    cache_dir)."""
+    return Omniglot(
+        root, split, download=download, validation=validation, split_seed=split_seed, **options
+    )
+
+
+@DATASETS.register("miniimagenet")
+def make_miniimagenet(
+    root: str | os.PathLike[str] | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    image_size: int = 84,
+    normalize: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> MiniImageNet:
+    """The mini-ImageNet split ``split`` (Ravi & Larochelle); it cannot be downloaded."""
+    return MiniImageNet(
+        root,
+        split,
+        download=download,
+        image_size=image_size,
+        normalize=normalize,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
 
 
 __all__ = [
@@ -44,9 +75,15 @@ __all__ = [
     "Episode",
     "EpisodeSampler",
     "FewShotDataset",
+    "MiniImageNet",
+    "MiniImageNetError",
     "Omniglot",
     "OmniglotArchiveError",
+    "Sinusoid",
+    "SinusoidSampler",
+    "SinusoidTasks",
     "download_omniglot",
+    "make_miniimagenet",
     "make_omniglot",
     "resolve_cache_dir",
     "resolve_data_root",

@@ -1,11 +1,21 @@
-"""Model registry: factories ``(in_channels, num_classes, image_size, **options) -> nn.Module``."""
+"""Model registry: factories ``(in_channels, num_classes, hidden, image_size) -> nn.Module``.
+
+Every factory takes those four keyword arguments (``hidden`` is the model's width: filters per conv
+layer, units per hidden layer, or the first ResNet block's channels). A model class may set
+``input_ndim`` (3 for images ``[C, H, W]``, ``None`` for any input shape) so a run can refuse a
+dataset whose inputs it cannot take. Every model names its final linear layer ``head``.
+"""
 
 from __future__ import annotations
 
 from mamlkit.models.conv4 import Conv4
+from mamlkit.models.mlp import MLP
+from mamlkit.models.resnet12 import ResNet12
 from mamlkit.registry import Registry
 
 MODELS: Registry = Registry("model")
 MODELS.add("conv4", Conv4)
+MODELS.add("mlp", MLP)
+MODELS.add("resnet12", ResNet12)
 
-__all__ = ["MODELS", "Conv4"]
+__all__ = ["MLP", "MODELS", "Conv4", "ResNet12"]

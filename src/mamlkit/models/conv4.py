@@ -28,8 +28,13 @@ class Conv4(nn.Module):
     """Conv4 for ``[n, in_channels, image_size, image_size]`` inputs and ``num_classes`` outputs.
 
     Parameter names: ``features.block{1..4}.{conv,norm}.{weight,bias}`` and ``head.{weight,bias}``
-    (so ``adapt=("head.*",)`` adapts only the classifier).
+    (so ``adapt=("head.*",)`` adapts only the classifier). The head sees ``hidden * s * s``
+    features with ``s = image_size // 16`` (floor after each pool): 64 * 1 * 1 at 28x28 (Omniglot),
+    32 * 5 * 5 = 800 at 84x84 (mini-ImageNet with the MAML paper's 32 filters).
     """
+
+    #: Inputs are images ``[n, C, H, W]``.
+    input_ndim: int | None = 3
 
     def __init__(
         self, in_channels: int = 1, num_classes: int = 5, hidden: int = 64, image_size: int = 28

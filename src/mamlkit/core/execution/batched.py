@@ -342,6 +342,15 @@ class TaskBatchedProgram:
             return _Step(node.name, _pointwise(source, lambda x: target(x, *args, **kwargs)))
         if target in ARITHMETIC:
             return _Step(node.name, _arithmetic(node))
+        if target is torch.mean:
+            args, kwargs = _constant_args(node)
+            dims = args[0] if args else kwargs.get("dim")
+            keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
+            dims = (dims,) if isinstance(dims, int) else dims
+            if dims and all(isinstance(d, int) and d >= 2 for d in dims):  # spatial dims only
+                source = _single_tensor_arg(node)
+                return _Step(node.name, _pointwise(source, lambda x: x.mean(dims, keepdim)))
+            raise NotBatchable("torch.mean must average over spatial dims (2 and up) only")
         name = getattr(target, "__name__", repr(target))
         raise NotBatchable(f"function {name} is not supported")
 
@@ -357,6 +366,12 @@ class TaskBatchedProgram:
             return _Step(node.name, _pointwise(source.name, lambda x: x.shape[0]))
         if method == "flatten" and (rest in ((1,), (1, -1)) or node.kwargs == {"start_dim": 1}):
             return _Step(node.name, _pointwise(source.name, lambda x: x.flatten(1)))
+        if method == "mean":
+            dims = rest[0] if rest else node.kwargs.get("dim")
+            keepdim = rest[1] if len(rest) > 1 else node.kwargs.get("keepdim", False)
+            dims = (dims,) if isinstance(dims, int) else dims
+            if dims and all(isinstance(d, int) and d >= 2 for d in dims):
+                return _Step(node.name, _pointwise(source.name, lambda x: x.mean(dims, keepdim)))
         if method in ("view", "reshape") and len(rest) == 2 and rest[1] == -1:
             first = rest[0]
             if isinstance(first, fx.Node) and first.target == "size" and first.args[1:] == (0,):

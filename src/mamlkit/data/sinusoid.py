@@ -1,0 +1,239 @@
+"""Sinusoid regression (Finn et al. 2017, section 5.1): each task is ``y = A sin(x - phase)``.
+
+Amplitude ``A`` is uniform in [0.1, 5], phase uniform in [0, pi], inputs ``x`` uniform in [-5, 5].
+A task gives ``shots`` (K) support points and ``queries`` (Q) query points; the loss is the mean
+squared error. Nothing is downloaded: tasks are generated on the fly by :class:`SinusoidSampler`,
+which draws from its own ``numpy.random.default_rng`` (never the global RNGs) seeded with both
+``seed`` and the split, so the "train" and "test" streams of one seed differ.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from mamlkit.checks import positive_int
+from mamlkit.data.sampler import Episode
+
+STATE_VERSION = 1
+
+#: Split name -> the number mixed into the sampler's seed (splits are independent task streams).
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+
+Range = tuple[float, float]
+
+
+@runtime_checkable
+class TaskDistribution(Protocol):
+    """A dataset that makes its own task sampler (regression tasks, not N-way classes)."""
+
+    task: str  # "regression"
+    num_outputs: int
+    image_shape: tuple[int, ...]  # shape of one input example
+
+    def task_sampler(
+        self,
+        shots: int,
+        queries: int,
+        meta_batch: int,
+        *,
+        seed: int = 0,
+        batches: int | None = None,
+    ) -> Any:
+        """An iterable of :class:`Episode` with ``sample()``, ``state_dict()`` and friends."""
+        ...
+
+
+class SinusoidTasks(NamedTuple):
+    """The true functions of a meta-batch: ``y = amplitude[b] * sin(x - phase[b])``."""
+
+    amplitude: np.ndarray  # float64 [B]
+    phase: np.ndarray  # float64 [B]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``y`` of every task at ``x`` of shape ``[B, ...]`` (or broadcastable to it)."""
+        shape = (-1,) + (1,) * (np.ndim(x) - 1)
+        return self.amplitude.reshape(shape) * np.sin(x - self.phase.reshape(shape))
+
+
+def _check_range(name: str, value: Any) -> Range:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"{name} must be finite with low <= high, got ({low}, {high})")
+    return low, high
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown sinusoid split {split!r}; valid splits: {', '.join(SPLITS)}")
+    return split
+
+
+class Sinusoid:
+    """The sinusoid task distribution of one split; ``task_sampler`` draws episodes from it.
+
+    ``root`` and ``download`` are accepted (and ignored) so the class works as a ``DATASETS``
+    factory: the tasks need no files. The split only selects an independent random stream.
+    """
+
+    task = "regression"
+    num_outputs = 1
+    image_shape: tuple[int, ...] = (1,)
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        split: str = "train",
+        *,
+        download: bool = False,
+        amplitude: Range = (0.1, 5.0),
+        phase: Range = (0.0, math.pi),
+        x_range: Range = (-5.0, 5.0),
+    ) -> None:
+        self.split = _check_split(split)
+        self.amplitude = _check_range("amplitude", amplitude)
+        self.phase = _check_range("phase", phase)
+        self.x_range = _check_range("x_range", x_range)
+
+    @property
+    def description(self) -> str:
+        return f"the sinusoid {self.split!r} split"
+
+    def task_sampler(
+        self,
+        shots: int,
+        queries: int,
+        meta_batch: int,
+        *,
+        seed: int = 0,
+        batches: int | None = None,
+    ) -> SinusoidSampler:
+        """A :class:`SinusoidSampler` of ``meta_batch`` tasks with K=``shots``, Q=``queries``."""
+        return SinusoidSampler(
+            shots,
+            queries,
+            meta_batch,
+            seed=seed,
+            batches=batches,
+            split=self.split,
+            amplitude=self.amplitude,
+            phase=self.phase,
+            x_range=self.x_range,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Sinusoid(split={self.split!r}, amplitude={self.amplitude}, phase={self.phase}, "
+            f"x_range={self.x_range})"
+        )
+
+
+class SinusoidSampler:
+    """Meta-batches of sinusoid regression tasks from its own seeded RNG.
+
+    ``sample()`` returns an :class:`Episode` of float32 tensors: ``support_x``/``support_y``
+    ``[B, K, 1]`` and ``query_x``/``query_y`` ``[B, Q, 1]``; support and query points of a task
+    come from the same function, drawn independently. Per meta-batch the generator draws, in
+    order: ``B`` amplitudes, ``B`` phases, then ``B x (K + Q)`` inputs.
+    """
+
+    def __init__(
+        self,
+        shots: int,
+        queries: int,
+        meta_batch: int,
+        *,
+        seed: int = 0,
+        batches: int | None = None,
+        split: str = "train",
+        amplitude: Range = (0.1, 5.0),
+        phase: Range = (0.0, math.pi),
+        x_range: Range = (-5.0, 5.0),
+    ) -> None:
+        self.shots = positive_int("shots", shots)
+        self.queries = positive_int("queries", queries)
+        self.meta_batch = positive_int("meta_batch", meta_batch)
+        self.batches = None if batches is None else positive_int("batches", batches)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.split = _check_split(split)
+        self.amplitude = _check_range("amplitude", amplitude)
+        self.phase = _check_range("phase", phase)
+        self.x_range = _check_range("x_range", x_range)
+        self._rng = np.random.default_rng([self.seed, SPLITS[self.split]])
+
+    def sample_with_tasks(self) -> tuple[Episode, SinusoidTasks]:
+        """One meta-batch and the true functions it was drawn from (for plots and checks)."""
+        b, k, q = self.meta_batch, self.shots, self.queries
+        tasks = SinusoidTasks(
+            self._rng.uniform(*self.amplitude, size=b), self._rng.uniform(*self.phase, size=b)
+        )
+        x = self._rng.uniform(*self.x_range, size=(b, k + q, 1))
+        y = tasks(x)
+        xt = torch.from_numpy(x).to(torch.float32)
+        yt = torch.from_numpy(y).to(torch.float32)
+        episode = Episode(
+            xt[:, :k].contiguous(), yt[:, :k].contiguous(), xt[:, k:].contiguous(), yt[:, k:]
+        )
+        return episode, tasks
+
+    def sample(self) -> Episode:
+        """One meta-batch of ``meta_batch`` tasks."""
+        return self.sample_with_tasks()[0]
+
+    def __iter__(self) -> Iterator[Episode]:
+        """Yield ``batches`` meta-batches, or forever; the RNG state carries over."""
+        if self.batches is None:
+            while True:
+                yield self.sample()
+        for _ in range(self.batches):
+            yield self.sample()
+
+    def __len__(self) -> int:
+        if self.batches is None:
+            raise TypeError("a SinusoidSampler without batches= is infinite and has no len()")
+        return self.batches
+
+    def state_dict(self) -> dict[str, Any]:
+        """The RNG state as plain JSON-serialisable data, to resume the same task stream."""
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "split": self.split,
+            "bit_generator": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; later episodes continue its stream exactly."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported sinusoid sampler state version {state.get('version')!r}, "
+                f"expected {STATE_VERSION}"
+            )
+        bit_state = state["bit_generator"]
+        expected = type(self._rng.bit_generator).__name__
+        if bit_state.get("bit_generator") != expected:
+            raise ValueError(
+                f"sampler state is for bit generator {bit_state.get('bit_generator')!r}, "
+                f"expected {expected!r}"
+            )
+        self._rng.bit_generator.state = bit_state
+        self.seed = int(state.get("seed", self.seed))
+        self.split = _check_split(state.get("split", self.split))
+
+    def __repr__(self) -> str:
+        return (
+            f"SinusoidSampler(shots={self.shots}, queries={self.queries}, "
+            f"meta_batch={self.meta_batch}, seed={self.seed}, split={self.split!r}, "
+            f"batches={self.batches})"
+        )
