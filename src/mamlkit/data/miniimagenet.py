@@ -20,7 +20,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from mamlkit.data.omniglot import DATA_ENV, resolve_cache_dir, resolve_data_root
-from mamlkit.io import atomic_write_json
+from mamlkit.io import atomic_write, atomic_write_json
 
 #: Bump when the decoded representation changes, so stale cache files are not reused.
 FORMAT_VERSION = 1
@@ -370,18 +369,8 @@ def _read_cache(array_file: Path, meta_file: Path, meta: dict[str, Any]) -> np.n
 def _write_cache(
     array_file: Path, meta_file: Path, images: np.ndarray, meta: dict[str, Any]
 ) -> None:
-    """Write the array, then its metadata, each atomically (temp file + ``os.replace``)."""
-    array_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{array_file.name}.", suffix=".tmp", dir=array_file.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, images, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, array_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the array (streamed), then its metadata, each atomically."""
+    atomic_write(array_file, lambda handle: np.save(handle, images, allow_pickle=False))
     atomic_write_json(meta_file, meta)
 
 
