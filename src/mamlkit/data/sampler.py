@@ -47,7 +47,79 @@ class Episode(NamedTuple):
         return Episode(*(t.to(device, non_blocking=non_blocking) for t in self))
 
 
-class EpisodeSampler:
+class SeededStream:
+    """A stream of meta-batches from a private ``numpy.random.default_rng`` (never the global
+    RNGs): ``batches`` of them per iteration (forever when ``None``), and a JSON-able state to
+    resume it exactly. Subclasses draw with ``self._rng`` in :meth:`sample`."""
+
+    #: How ``len()`` and state errors name the sampler.
+    _noun = "a sampler"
+    _state_kind = "sampler"
+
+    def _init_stream(self, seed: int, batches: int | None, *stream_keys: int) -> None:
+        """Check ``seed`` and ``batches``; seed the generator with ``seed`` (and ``stream_keys``,
+        which select independent streams of one seed, e.g. a split)."""
+        self.batches = None if batches is None else positive_int("batches", batches)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self._rng = np.random.default_rng([self.seed, *stream_keys] if stream_keys else self.seed)
+
+    def sample(self) -> Episode:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Episode]:
+        """Yield meta-batches: ``batches`` of them, or forever when ``batches`` is ``None``.
+
+        The RNG state carries over between iterations; it is not reset.
+        """
+        if self.batches is None:
+            while True:
+                yield self.sample()
+        for _ in range(self.batches):
+            yield self.sample()
+
+    def __len__(self) -> int:
+        if self.batches is None:
+            raise TypeError(f"{self._noun} without batches= is infinite and has no len()")
+        return self.batches
+
+    def _extra_state(self) -> dict[str, Any]:
+        """What a subclass adds to :meth:`state_dict` (restored by :meth:`_load_extra_state`)."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """The RNG state as plain JSON-serialisable data, to resume the same stream."""
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "bit_generator": self._rng.bit_generator.state,
+            **self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; later meta-batches continue its stream exactly."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported {self._state_kind} state version {state.get('version')!r}, "
+                f"expected {STATE_VERSION}"
+            )
+        bit_state = state["bit_generator"]
+        expected = type(self._rng.bit_generator).__name__
+        if bit_state.get("bit_generator") != expected:
+            raise ValueError(
+                f"sampler state is for bit generator {bit_state.get('bit_generator')!r}, "
+                f"expected {expected!r}"
+            )
+        self._rng.bit_generator.state = bit_state
+        self.seed = int(state.get("seed", self.seed))
+        self._load_extra_state(state)
+
+
+class EpisodeSampler(SeededStream):
     """Draws meta-batches of N-way K-shot tasks from ``dataset`` with its own RNG.
 
     Args:
@@ -59,6 +131,8 @@ class EpisodeSampler:
         seed: seed of the sampler's ``numpy.random.default_rng``; global RNGs are never used.
         batches: number of meta-batches one iteration yields; ``None`` iterates forever.
     """
+
+    _noun = "an EpisodeSampler"
 
     def __init__(
         self,
@@ -75,10 +149,7 @@ class EpisodeSampler:
         self.shots = positive_int("shots", shots)
         self.queries = positive_int("queries", queries)
         self.meta_batch = positive_int("meta_batch", meta_batch)
-        self.batches = None if batches is None else positive_int("batches", batches)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self._init_stream(seed, batches)
 
         name = getattr(dataset, "description", type(dataset).__name__)
         num_classes = int(dataset.num_classes)
@@ -99,7 +170,6 @@ class EpisodeSampler:
         self.dataset = dataset
         self._counts = counts
         self._uniform = bool(np.all(counts == counts[0]))
-        self._rng = np.random.default_rng(self.seed)
 
     def _choose_classes(self) -> np.ndarray:
         """[B, N] distinct classes per task, in random order."""
@@ -136,47 +206,6 @@ class EpisodeSampler:
         support_y = labels.repeat_interleave(k).expand(b, -1).contiguous()
         query_y = labels.repeat_interleave(q).expand(b, -1).contiguous()
         return Episode(support_x, support_y, query_x, query_y)
-
-    def __iter__(self) -> Iterator[Episode]:
-        """Yield meta-batches: ``batches`` of them, or forever when ``batches`` is ``None``.
-
-        The RNG state carries over between iterations; it is not reset.
-        """
-        if self.batches is None:
-            while True:
-                yield self.sample()
-        for _ in range(self.batches):
-            yield self.sample()
-
-    def __len__(self) -> int:
-        if self.batches is None:
-            raise TypeError("an EpisodeSampler without batches= is infinite and has no len()")
-        return self.batches
-
-    def state_dict(self) -> dict[str, Any]:
-        """The RNG state as plain JSON-serialisable data, to resume the same episode stream."""
-        return {
-            "version": STATE_VERSION,
-            "seed": self.seed,
-            "bit_generator": self._rng.bit_generator.state,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; later episodes continue its stream exactly."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"unsupported sampler state version {state.get('version')!r}, "
-                f"expected {STATE_VERSION}"
-            )
-        bit_state = state["bit_generator"]
-        expected = type(self._rng.bit_generator).__name__
-        if bit_state.get("bit_generator") != expected:
-            raise ValueError(
-                f"sampler state is for bit generator {bit_state.get('bit_generator')!r}, "
-                f"expected {expected!r}"
-            )
-        self._rng.bit_generator.state = bit_state
-        self.seed = int(state.get("seed", self.seed))
 
     def __repr__(self) -> str:
         return (

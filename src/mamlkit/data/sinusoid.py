@@ -10,18 +10,14 @@ which draws from its own ``numpy.random.default_rng`` (never the global RNGs) se
 from __future__ import annotations
 
 import math
-import numbers
 import os
-from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from mamlkit.checks import positive_int
-from mamlkit.data.sampler import Episode
-
-STATE_VERSION = 1
+from mamlkit.data.sampler import Episode, SeededStream
 
 #: Split name -> the number mixed into the sampler's seed (splits are independent task streams).
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -137,7 +133,7 @@ class Sinusoid:
         )
 
 
-class SinusoidSampler:
+class SinusoidSampler(SeededStream):
     """Meta-batches of sinusoid regression tasks from its own seeded RNG.
 
     ``sample()`` returns an :class:`Episode` of float32 tensors: ``support_x``/``support_y``
@@ -162,15 +158,11 @@ class SinusoidSampler:
         self.shots = positive_int("shots", shots)
         self.queries = positive_int("queries", queries)
         self.meta_batch = positive_int("meta_batch", meta_batch)
-        self.batches = None if batches is None else positive_int("batches", batches)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
         self.split = _check_split(split)
         self.amplitude = _check_range("amplitude", amplitude)
         self.phase = _check_range("phase", phase)
         self.x_range = _check_range("x_range", x_range)
-        self._rng = np.random.default_rng([self.seed, SPLITS[self.split]])
+        self._init_stream(seed, batches, SPLITS[self.split])
 
     def sample_with_tasks(self) -> tuple[Episode, SinusoidTasks]:
         """One meta-batch and the true functions it was drawn from (for plots and checks)."""
@@ -191,44 +183,13 @@ class SinusoidSampler:
         """One meta-batch of ``meta_batch`` tasks."""
         return self.sample_with_tasks()[0]
 
-    def __iter__(self) -> Iterator[Episode]:
-        """Yield ``batches`` meta-batches, or forever; the RNG state carries over."""
-        if self.batches is None:
-            while True:
-                yield self.sample()
-        for _ in range(self.batches):
-            yield self.sample()
+    _noun = "a SinusoidSampler"
+    _state_kind = "sinusoid sampler"
 
-    def __len__(self) -> int:
-        if self.batches is None:
-            raise TypeError("a SinusoidSampler without batches= is infinite and has no len()")
-        return self.batches
+    def _extra_state(self) -> dict[str, Any]:
+        return {"split": self.split}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The RNG state as plain JSON-serialisable data, to resume the same task stream."""
-        return {
-            "version": STATE_VERSION,
-            "seed": self.seed,
-            "split": self.split,
-            "bit_generator": self._rng.bit_generator.state,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; later episodes continue its stream exactly."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"unsupported sinusoid sampler state version {state.get('version')!r}, "
-                f"expected {STATE_VERSION}"
-            )
-        bit_state = state["bit_generator"]
-        expected = type(self._rng.bit_generator).__name__
-        if bit_state.get("bit_generator") != expected:
-            raise ValueError(
-                f"sampler state is for bit generator {bit_state.get('bit_generator')!r}, "
-                f"expected {expected!r}"
-            )
-        self._rng.bit_generator.state = bit_state
-        self.seed = int(state.get("seed", self.seed))
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.split = _check_split(state.get("split", self.split))
 
     def __repr__(self) -> str:
