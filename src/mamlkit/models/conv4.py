@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mamlkit.checks import positive_int
+from mamlkit.checks import FOUR_POOLS, model_sizes
 
 
 class ConvBlock(nn.Sequential):
@@ -40,17 +40,14 @@ class Conv4(nn.Module):
         self, in_channels: int = 1, num_classes: int = 5, hidden: int = 64, image_size: int = 28
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-            ("hidden", hidden),
-            ("image_size", image_size),
-        ):
-            positive_int(f"Conv4 {name}", value)
-        if image_size < 16:
-            raise ValueError(
-                f"Conv4 needs images of at least 16x16 (four 2x2 pools), got {image_size}"
-            )
+        model_sizes(
+            "Conv4",
+            min_image_size=FOUR_POOLS,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            hidden=hidden,
+            image_size=image_size,
+        )
         self.features = nn.Sequential()
         channels = in_channels
         for i in range(1, 5):

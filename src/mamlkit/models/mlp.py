@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mamlkit.checks import positive_int
+from mamlkit.checks import model_sizes
 
 
 class MLP(nn.Module):
@@ -33,14 +33,10 @@ class MLP(nn.Module):
         layers: int = 2,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-            ("hidden", hidden),
-            ("image_size", image_size),
-            ("layers", layers),
-        ):
-            positive_int(f"MLP {name}", value)
+        model_sizes(
+            "MLP", in_channels=in_channels, num_classes=num_classes, hidden=hidden,
+            image_size=image_size, layers=layers,
+        )  # fmt: skip
         self.in_features = in_channels * image_size * image_size
         self.features = nn.Sequential()
         width = self.in_features

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mamlkit.checks import positive_int
+from mamlkit.checks import FOUR_POOLS, model_sizes, positive_int
 
 #: Block widths relative to ``hidden`` (64 -> 64, 160, 320, 640).
 WIDTH_RATIOS = (1.0, 2.5, 5.0, 10.0)
@@ -77,17 +77,14 @@ class ResNet12(nn.Module):
         channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-            ("hidden", hidden),
-            ("image_size", image_size),
-        ):
-            positive_int(f"ResNet12 {name}", value)
-        if image_size < 16:
-            raise ValueError(
-                f"ResNet12 needs images of at least 16x16 (four 2x2 pools), got {image_size}"
-            )
+        model_sizes(
+            "ResNet12",
+            min_image_size=FOUR_POOLS,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            hidden=hidden,
+            image_size=image_size,
+        )
         if channels is None:
             channels = [max(1, round(hidden * r)) for r in WIDTH_RATIOS]
         if len(channels) != 4:
