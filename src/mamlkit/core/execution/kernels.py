@@ -201,53 +201,55 @@ def conv_batch_norm(
     out_h = height + 2 * padding[0] - kh + 1
     out_w = width + 2 * padding[1] - kw + 1
     w = weight.reshape(tasks, out_channels, taps)
-    # The statistics (a taps x taps covariance and the quadratic form w C w) are tiny but badly
-    # conditioned: neighbouring pixels are strongly correlated, and in float32 the variance lost
-    # enough digits to put float32 meta-gradients 1% off (measured on Omniglot). In float64 they
-    # are more accurate than the unfused float32 path.
-    stats = torch.float64
+    count = n * out_h * out_w
+    # Centred patches: the output is then folded @ (p - mean) with no large terms that cancel,
+    # and the patch mean (data only) carries no gradient. A row (or column) of ones carries the
+    # shift, so the matmul writes the output in one pass.
     if tasks == 1:
         cols = F.unfold(x, (kh, kw), padding=padding).transpose(1, 2)  # [n, P, taps]
-        count = n * out_h * out_w
-        # Centred patches: the output is then folded @ (p - mean) with no large terms that cancel,
-        # and the patch mean (data only) carries no gradient. A column of ones carries the shift,
-        # so the matmul writes the output in one pass.
-        centred = cols - cols.mean(dim=(0, 1))
-        cols = torch.cat([centred, cols.new_ones(n, out_h * out_w, 1)], dim=2)
-        cols = cols.reshape(count, taps + 1)
-        flat = cols[:, :taps].to(stats)
-        cov = flat.t() @ flat / count
-        w1 = w[0].to(stats)
-        var = ((w1 @ cov) * w1).sum(1)
-        scale = torch.rsqrt(var + eps)
-        if bn_weight is not None:
-            scale = scale * bn_weight.reshape(out_channels).to(stats)
-        shift = torch.zeros_like(scale)
-        if bias is not None:  # the conv mean includes the bias, which BatchNorm removes again
-            b1 = bias.reshape(out_channels).to(stats)
-            shift = shift + scale * (b1 - b1)
-        if bn_bias is not None:
-            shift = shift + bn_bias.reshape(out_channels).to(stats)
-        folded = torch.cat([scale[:, None] * w1, shift[:, None]], dim=1).to(x.dtype)
-        out = cols @ folded.t()
+        centred = (cols - cols.mean(dim=(0, 1))).reshape(count, taps)
+        flat = centred.to(_STATS)
+        folded = _fold(w, (flat.t() @ flat / count)[None], bias, bn_weight, bn_bias, eps)
+        cols = torch.cat([centred, centred.new_ones(count, 1)], dim=1)
+        out = cols @ folded[0].to(x.dtype).t()
         return out.view(n, out_h, out_w, out_channels).permute(0, 3, 1, 2)
     cols = F.unfold(x, (kh, kw), padding=padding).view(n, tasks, taps, out_h * out_w)
-    count = n * out_h * out_w
     centred = cols - cols.mean(dim=(0, 3), keepdim=True)  # per task and tap
-    flat = centred.to(stats)
+    flat = centred.to(_STATS)
     cov = torch.einsum("ntkp,ntjp->tkj", flat, flat) / count
-    w_stats = w.to(stats)
-    var = torch.einsum("tok,tkj,toj->to", w_stats, cov, w_stats)
+    folded = _fold(w, cov, bias, bn_weight, bn_bias, eps).to(x.dtype)
+    ones = cols.new_ones(n, tasks, 1, out_h * out_w)
+    out = torch.matmul(folded, torch.cat([centred, ones], dim=2))  # [n, tasks, C_out, P]
+    return out.view(n, tasks * out_channels, out_h, out_w)
+
+
+#: The statistics (a taps x taps covariance and the quadratic form w C w) are tiny but badly
+#: conditioned: neighbouring pixels are strongly correlated, and in float32 the variance lost
+#: enough digits to put float32 meta-gradients 1% off on Omniglot (the float32 test in
+#: ``tests/test_execution.py``). In float64 they are more accurate than the unfused float32 path.
+_STATS = torch.float64
+
+
+def _fold(
+    w: Tensor,
+    cov: Tensor,
+    bias: Tensor | None,
+    bn_weight: Tensor | None,
+    bn_bias: Tensor | None,
+    eps: float,
+) -> Tensor:
+    """``[tasks, C_out, taps + 1]`` in float64: ``w`` scaled by BatchNorm's ``weight / std``,
+    with BatchNorm's shift as the last column; ``cov`` is the centred patches' covariance."""
+    tasks, out_channels = w.shape[:2]
+    w = w.to(_STATS)
+    var = torch.einsum("tok,tkj,toj->to", w, cov, w)
     scale = torch.rsqrt(var + eps)
     if bn_weight is not None:
-        scale = scale * bn_weight.reshape(tasks, out_channels).to(stats)
+        scale = scale * bn_weight.reshape(tasks, out_channels).to(_STATS)
     shift = torch.zeros_like(scale)
     if bias is not None:  # the conv mean includes the bias, which BatchNorm removes again
-        b2 = bias.reshape(tasks, out_channels).to(stats)
-        shift = shift + scale * (b2 - b2)
+        b = bias.reshape(tasks, out_channels).to(_STATS)
+        shift = shift + scale * (b - b)
     if bn_bias is not None:
-        shift = shift + bn_bias.reshape(tasks, out_channels).to(stats)
-    ones = cols.new_ones(n, tasks, 1, out_h * out_w)  # carries the shift through the matmul
-    weights = torch.cat([scale[..., None] * w_stats, shift[..., None]], dim=2).to(x.dtype)
-    out = torch.matmul(weights, torch.cat([centred, ones], dim=2))  # [n, tasks, C_out, P]
-    return out.view(n, tasks * out_channels, out_h, out_w)
+        shift = shift + bn_bias.reshape(tasks, out_channels).to(_STATS)
+    return torch.cat([scale[..., None] * w, shift[..., None]], dim=2)
