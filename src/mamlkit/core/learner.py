@@ -87,7 +87,7 @@ class AdaptedTasks:
     @property
     def params(self) -> list[dict[str, Tensor]]:
         """One parameter dict per task (tensors that do not adapt are the model's own)."""
-        return [task_slice(self.task_params, set(self.per_task), b) for b in range(self.tasks)]
+        return [task_slice(self.task_params, self.per_task, b) for b in range(self.tasks)]
 
     def __call__(self, x: Tensor) -> Tensor:
         if x.dim() < 3 or x.shape[0] != self.tasks:
@@ -166,6 +166,7 @@ class MetaLearner(nn.Module):
                 f"adapt patterns {self.algorithm.adapt} match no parameter of the model; "
                 f"its parameters are {names}"
             )
+        self._per_task = frozenset(self.adapt_names)  # names with a task dim in trajectories
         self.inner_update = make_update_rule(
             self.algorithm.update_rule, self.adapt_names, inner_lr, self.inner_steps
         )
@@ -292,12 +293,11 @@ class MetaLearner(nn.Module):
             )
             for start in range(0, tasks, size)
         ]
-        per_task = set(self.adapt_names)
         return [
             None
             if parts[0][k] is None
             else {
-                n: (torch.cat([part[k][n] for part in parts]) if n in per_task else v)  # type: ignore[index]
+                n: (torch.cat([part[k][n] for part in parts]) if n in self._per_task else v)  # type: ignore[index]
                 for n, v in parts[0][k].items()  # type: ignore[union-attr]
             }
             for k in range(steps + 1)
@@ -333,7 +333,7 @@ class MetaLearner(nn.Module):
         final = self._trajectory(params, support_x, support_y, steps, first_order)[-1]
         if not tracking:
             final = {n: p.detach() for n, p in final.items()}
-        return AdaptedTasks(self._task_forward, final, frozenset(self.adapt_names), tasks)
+        return AdaptedTasks(self._task_forward, final, self._per_task, tasks)
 
     def _summed_task_losses(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, weights
@@ -342,11 +342,12 @@ class MetaLearner(nn.Module):
         # Only the steps whose query loss counts are kept (the last always is).
         keep = {index + 1 for index, weight in enumerate(weights) if weight != 0}
         trajectory = self._adapt_in_chunks(support_x, support_y, self.inner_steps, keep)
-        per_task = set(self.adapt_names)
         total: Tensor | None = None
         final_logits = []
         for chunk in self._query_chunks(query_x):
-            steps = [None if p is None else task_slice(p, per_task, chunk) for p in trajectory]
+            steps = [
+                None if p is None else task_slice(p, self._per_task, chunk) for p in trajectory
+            ]
             chunk_loss, logits = weighted_query_loss(
                 self._task_forward,
                 steps,
@@ -431,14 +432,13 @@ class MetaLearner(nn.Module):
         steps = self.inner_steps if steps is None else positive_int("steps", steps)
         params = self._task_params(support_x.shape[0], detach=True)
         trajectory = self._trajectory(params, support_x, support_y, steps, first_order=True)
-        per_task = set(self.adapt_names)
         losses, accuracies = [], []
         with torch.no_grad():
             for chunk in self._query_chunks(query_x):
                 qx, qy = query_x[chunk], query_y[chunk]
                 step_losses, step_accuracies = [], []
                 for step_params in trajectory:
-                    logits = self._task_forward(task_slice(step_params, per_task, chunk), qx)
+                    logits = self._task_forward(task_slice(step_params, self._per_task, chunk), qx)
                     step_losses.append(task_losses(self.loss_fn, logits, qy))
                     step_accuracies.append((logits.argmax(-1) == qy).float().mean(1))
                 losses.append(torch.stack(step_losses, dim=1))

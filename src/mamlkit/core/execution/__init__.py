@@ -18,6 +18,7 @@ strategy runs; all of them give the same values and gradients (to float rounding
 from __future__ import annotations
 
 import warnings
+from collections.abc import Set as AbstractSet
 from typing import Protocol
 
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mamlkit.core.execution.batched import NotBatchable, TaskBatchedProgram
+from mamlkit.core.execution.batched import NotBatchable, TaskBatchedProgram, per_task_names
 
 Params = dict[str, Tensor]
 
@@ -38,7 +39,7 @@ class TaskForward(Protocol):
     def __call__(self, params: Params, x: Tensor) -> Tensor: ...
 
 
-def task_slice(params: Params, per_task: set[str], index: int | slice) -> Params:
+def task_slice(params: Params, per_task: AbstractSet[str], index: int | slice) -> Params:
     """The parameters of task ``index`` (an int) or of a range of tasks (a slice)."""
     return {n: (v[index] if n in per_task else v) for n, v in params.items()}
 
@@ -54,7 +55,7 @@ class LoopForward:
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         buffers = dict(self.model.named_buffers())
-        per_task = {n for n, v in params.items() if v.dim() == self.param_ndim[n] + 1}
+        per_task = per_task_names(params, self.param_ndim)
         outputs = [
             functional_call(self.model, {**buffers, **task_slice(params, per_task, b)}, (x[b],))
             for b in range(x.shape[0])
@@ -98,7 +99,7 @@ class BatchedForward:
     def _verify(self, params: Params, x: Tensor) -> str | None:
         """Compare batched with loop outputs on (at most) two tasks, without gradients."""
         take = min(2, x.shape[0])
-        per_task = {n for n, v in params.items() if v.dim() == self.loop.param_ndim[n] + 1}
+        per_task = per_task_names(params, self.loop.param_ndim)
         sample = {n: v.detach() for n, v in task_slice(params, per_task, slice(0, take)).items()}
         with torch.no_grad():
             try:
@@ -184,6 +185,7 @@ __all__ = [
     "auto_query_chunk",
     "auto_support_chunk",
     "make_task_forward",
+    "per_task_names",
     "task_losses",
     "task_slice",
 ]

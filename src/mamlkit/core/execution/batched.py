@@ -35,6 +35,12 @@ Params = dict[str, Tensor]
 Env = dict[str, Any]
 
 
+def per_task_names(params: Params, param_ndim: dict[str, int]) -> set[str]:
+    """The names in ``params`` that carry a leading task dimension (one more dim than the
+    model's parameter of that name); the others are shared by all tasks."""
+    return {n for n, v in params.items() if v.dim() == param_ndim[n] + 1}
+
+
 class NotBatchable(Exception):
     """The model uses something the task-batched program cannot run; the message says what."""
 
@@ -149,7 +155,7 @@ class TaskBatchedProgram:
             return None
 
     def _is_per_task(self, name: str, value: Tensor) -> bool:
-        return value.dim() == self.param_ndim[name] + 1
+        return bool(per_task_names({name: value}, self.param_ndim))
 
     def _per_task(self, params: Params, name: str, tasks: int) -> Tensor:
         """The tensor ``name`` as ``[tasks, *shape]`` (a shared one is expanded, not copied)."""
@@ -343,14 +349,10 @@ class TaskBatchedProgram:
         if target in ARITHMETIC:
             return _Step(node.name, _arithmetic(node))
         if target is torch.mean:
-            args, kwargs = _constant_args(node)
-            dims = args[0] if args else kwargs.get("dim")
-            keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
-            dims = (dims,) if isinstance(dims, int) else dims
-            if dims and all(isinstance(d, int) and d >= 2 for d in dims):  # spatial dims only
-                source = _single_tensor_arg(node)
-                return _Step(node.name, _pointwise(source, lambda x: x.mean(dims, keepdim)))
-            raise NotBatchable("torch.mean must average over spatial dims (2 and up) only")
+            mean = _spatial_mean(*_constant_args(node))
+            if mean is None:
+                raise NotBatchable("torch.mean must average over spatial dims (2 and up) only")
+            return _Step(node.name, _pointwise(_single_tensor_arg(node), mean))
         name = getattr(target, "__name__", repr(target))
         raise NotBatchable(f"function {name} is not supported")
 
@@ -367,11 +369,9 @@ class TaskBatchedProgram:
         if method == "flatten" and (rest in ((1,), (1, -1)) or node.kwargs == {"start_dim": 1}):
             return _Step(node.name, _pointwise(source.name, lambda x: x.flatten(1)))
         if method == "mean":
-            dims = rest[0] if rest else node.kwargs.get("dim")
-            keepdim = rest[1] if len(rest) > 1 else node.kwargs.get("keepdim", False)
-            dims = (dims,) if isinstance(dims, int) else dims
-            if dims and all(isinstance(d, int) and d >= 2 for d in dims):
-                return _Step(node.name, _pointwise(source.name, lambda x: x.mean(dims, keepdim)))
+            mean = _spatial_mean(rest, node.kwargs)
+            if mean is not None:
+                return _Step(node.name, _pointwise(source.name, mean))
         if method in ("view", "reshape") and len(rest) == 2 and rest[1] == -1:
             first = rest[0]
             if isinstance(first, fx.Node) and first.target == "size" and first.args[1:] == (0,):
@@ -407,6 +407,19 @@ def _arithmetic(node: fx.Node) -> Callable[[Env, Params, int], Any]:
         return fn(*[env[a.name] if isinstance(a, fx.Node) else a for a in args])
 
     return run
+
+
+def _spatial_mean(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[Tensor], Tensor] | None:
+    """``mean(dim, keepdim)`` (after the input) as a function, if it averages over spatial
+    dims only (2 and up: not the examples, not the tasks x channels); else ``None``."""
+    dims = args[0] if args else kwargs.get("dim")
+    keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
+    dims = (dims,) if isinstance(dims, int) else dims
+    if not dims or not all(isinstance(d, int) and d >= 2 for d in dims):
+        return None
+    return lambda x: x.mean(dims, keepdim)
 
 
 def _monotone_activation(
