@@ -97,7 +97,6 @@ def worker(variant: str, workload: str, order: str, reps: int) -> dict[str, Any]
     _apply(variant)
     model, data, steps = peers._setup(workload, "cpu")
     first_order = order == "first"
-    setup_seconds = 0.0
     if variant in ("plain", "plain-compiled"):
         if variant == "plain-compiled":
             if not first_order:

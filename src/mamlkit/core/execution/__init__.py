@@ -49,8 +49,10 @@ class LoopForward:
 
     name = "loop"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, fallback_reason: str | None = None) -> None:
         self.model = model
+        #: Why ``auto`` chose this strategy (the batched program's refusal), if it did.
+        self.fallback_reason = fallback_reason
         self.param_ndim = {name: p.dim() for name, p in model.named_parameters()}
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
@@ -130,9 +132,7 @@ def make_task_forward(model: nn.Module, execution: str = "auto") -> LoopForward 
     except NotBatchable as error:
         if execution == "batched":
             raise NotBatchable(f"execution='batched' cannot run this model: {error}") from error
-        forward = LoopForward(model)
-        forward.fallback_reason = str(error)  # type: ignore[attr-defined]
-        return forward
+        return LoopForward(model, fallback_reason=str(error))
 
 
 def task_losses(loss_fn: object, outputs: Tensor, targets: Tensor) -> Tensor:
