@@ -4,9 +4,8 @@ What each contributes end to end is measured by ``benchmarks/ablation.py``
 (``docs/performance.md``):
 
 * :func:`batch_norm_train`: batch-statistics BatchNorm whose *double backward* is a closed
-  form of about a dozen tensor passes. PyTorch's generic formula
-  (``batchnorm_double_backward``) makes several times as many, and second-order MAML runs it
-  in every inner step of every task.
+  form of about a dozen tensor passes, fewer than PyTorch's generic formula
+  (``batchnorm_double_backward``); second-order MAML runs it in every inner step of every task.
 * :func:`max_pool2d`: max-pooling through the channels-last kernel, which on CPU is much faster
   than the NCHW one at Conv4's first-layer shape; the indices, the gradient and the tie rule
   (the first maximum wins) are PyTorch's own.
