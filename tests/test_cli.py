@@ -117,7 +117,7 @@ def test_eval_with_more_steps_than_lslr_learned_is_a_one_line_error(
         ["eval", str(trained_run), "--tasks", "2", "--inner-steps", "3", "--no-progress"], capsys
     )
     assert code == 2
-    assert err.count("\n") == 1 and "exist for 2 steps" in err
+    assert err.count("\n") == 1 and "exist for 2 inner steps" in err
 
 
 def test_config_file_is_read_and_flags_override_it(

@@ -14,14 +14,37 @@ from torch import nn
 
 from mamlkit import ALGORITHMS, Conv4, MetaLearner
 from mamlkit.core import adapt, functional_forward, last_step_weights, make_update_rule, msl_weights
+from mamlkit.core.algorithms import parse_algorithm
 
 WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 2, 2, 16
 EXECUTIONS = ["loop", "batched"]
 
 
-def tiny_conv(seed: int = 0) -> Conv4:
+def tiny_conv(seed: int = 0, track_running_stats: bool = False) -> Conv4:
     torch.manual_seed(seed)
-    return Conv4(in_channels=1, num_classes=WAYS, hidden=2, image_size=SIZE).double()
+    model = Conv4(
+        in_channels=1,
+        num_classes=WAYS,
+        hidden=2,
+        image_size=SIZE,
+        track_running_stats=track_running_stats,
+    )
+    return model.double()
+
+
+def make_learner(preset: str, execution: str, **settings: object) -> MetaLearner:
+    """A float64 learner of ``preset`` on the tiny Conv4, second order from iteration 0.
+
+    Presets with per-step running statistics (BNRS) get a model that tracks them. BatchNorm
+    updating running statistics in training runs task by task, so under ``batched`` such a
+    preset is tested without BNRS (its BNRS is tested on its own below).
+    """
+    if execution == "batched" and parse_algorithm(preset).bn_per_step_stats:
+        preset = f"{preset}[bn_per_step_stats=false]"
+    spec = parse_algorithm(preset)
+    settings.setdefault("first_order_iterations", 0)
+    model = tiny_conv(track_running_stats=spec.bn_per_step_stats)
+    return MetaLearner(model, preset, execution=execution, **settings).double()  # type: ignore[arg-type]
 
 
 def episode(seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -44,29 +67,51 @@ def reference_forward(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tens
     return F.linear(h.flatten(1), p["head.weight"], p["head.bias"])
 
 
+def bn_weights_at(learner: MetaLearner, params: dict, step: int) -> dict:
+    """MAML++ BNWB by hand: step ``s >= 1`` uses its own BatchNorm scales and shifts."""
+    if step == 0 or not learner.algorithm.bn_per_step_weights:
+        return params
+    chosen = dict(params)
+    for i in range(1, 5):
+        for leaf in ("weight", "bias"):
+            name = f"features.block{i}.norm.{leaf}"
+            chosen[name] = learner.per_step.weights[name.replace(".", "-")][step - 1]
+    return chosen
+
+
 def reference_meta_loss(learner: MetaLearner, data, step_weights, lr_of, first_order=False):
-    """The MAML objective unrolled by hand: K explicit SGD steps per task, weighted query losses."""
+    """The MAML objective unrolled by hand: K explicit SGD steps per task, weighted query losses.
+
+    Only ``learner.adapt_names`` adapt; the support pass of step ``s`` and the query pass after
+    it use the BatchNorm weights of step ``s`` (MAML++ BNWB, where the preset has it).
+    """
     sx, sy, qx, qy = data
     theta = dict(learner.model.named_parameters())
+    adapting = learner.adapt_names
     total = 0.0
     for b in range(sx.shape[0]):
         params = dict(theta)
         task_loss = 0.0
         for step in range(len(step_weights)):
-            inner = F.cross_entropy(reference_forward(params, sx[b]), sy[b])
             if first_order:
-                detached = {n: p.detach().requires_grad_() for n, p in params.items()}
-                inner = F.cross_entropy(reference_forward(detached, sx[b]), sy[b])
-                grads = torch.autograd.grad(inner, list(detached.values()))
+                source = {
+                    n: (p.detach().requires_grad_() if n in adapting else p.detach())
+                    for n, p in params.items()
+                }
             else:
-                grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
-            params = {
-                n: p - lr_of(n, step) * g for (n, p), g in zip(params.items(), grads, strict=True)
-            }
+                source = params
+            inner = F.cross_entropy(
+                reference_forward(bn_weights_at(learner, source, step), sx[b]), sy[b]
+            )
+            grads = torch.autograd.grad(
+                inner, [source[n] for n in adapting], create_graph=not first_order
+            )
+            params = dict(params)
+            for n, g in zip(adapting, grads, strict=True):
+                params[n] = params[n] - lr_of(n, step) * g
             if step_weights[step] != 0:
-                task_loss = task_loss + step_weights[step] * F.cross_entropy(
-                    reference_forward(params, qx[b]), qy[b]
-                )
+                query = reference_forward(bn_weights_at(learner, params, step), qx[b])
+                task_loss = task_loss + step_weights[step] * F.cross_entropy(query, qy[b])
         total = total + task_loss
     return total / sx.shape[0]
 
@@ -79,20 +124,29 @@ def lr_lookup(learner: MetaLearner):
     return lambda name, step: learner.inner_update.learning_rate(name, step)
 
 
+#: Presets whose outer gradient is the meta-gradient (Reptile has its own tests).
+META_PRESETS = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).outer_gradient == "meta"]
+
+
+def randomise_learned_tensors(learner: MetaLearner) -> None:
+    """Learned rates and per-step BatchNorm weights that differ per tensor, element and step."""
+    with torch.no_grad():
+        for rate in learner.inner_update.parameters():
+            rate.uniform_(0.1, 0.5)
+        for weight in learner.per_step.parameters():
+            weight.add_(torch.empty_like(weight).uniform_(-0.3, 0.3))
+
+
 @pytest.mark.parametrize("execution", EXECUTIONS)
-@pytest.mark.parametrize("preset", ["maml", "fomaml", "mamlpp", "fomamlpp"])
+@pytest.mark.parametrize("preset", META_PRESETS)
 @pytest.mark.parametrize("steps", [1, 2])
 def test_meta_gradient_matches_hand_unrolled_reference(
     preset: str, steps: int, execution: str
 ) -> None:
-    learner = MetaLearner(
-        tiny_conv(), preset, inner_lr=0.3, inner_steps=steps, execution=execution
-    ).double()
-    assert learner.execution_strategy == execution
-    if learner.algorithm.update_rule != "fixed":  # make learned rates differ per tensor and step
-        with torch.no_grad():
-            for rate in learner.inner_update.parameters():
-                rate.uniform_(0.1, 0.5)
+    learner = make_learner(preset, execution, inner_lr=0.3, inner_steps=steps)
+    if not learner.algorithm.bn_per_step_stats:
+        assert learner.execution_strategy == execution
+    randomise_learned_tensors(learner)
     data = episode()
     iteration = 7
     loss, _ = learner.meta_loss(*data, iteration=iteration)
@@ -106,13 +160,12 @@ def test_meta_gradient_matches_hand_unrolled_reference(
 
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
-@pytest.mark.parametrize("preset", ["maml", "mamlpp"])
+@pytest.mark.parametrize("preset", [n for n in META_PRESETS if not ALGORITHMS.get(n).first_order])
 def test_second_order_meta_gradient_matches_central_finite_differences(
     preset: str, execution: str
 ) -> None:
-    learner = MetaLearner(
-        tiny_conv(), preset, inner_lr=0.3, inner_steps=2, execution=execution
-    ).double()
+    learner = make_learner(preset, execution, inner_lr=0.3, inner_steps=2)
+    randomise_learned_tensors(learner)
     data = episode()
     loss, _ = learner.meta_loss(*data, iteration=3)
     analytic = torch.cat([g.reshape(-1) for g in grads_of(loss, learner)])
@@ -192,9 +245,11 @@ def test_fomaml_gradient_is_query_gradient_at_adapted_weights(steps: int, execut
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
 def test_first_order_learned_lr_gradient_formula(execution: str) -> None:
-    """fomamlpp, one step: dL/d(alpha_n) = -<g_support_n, dL_query/dtheta'_n>, mean over tasks."""
+    """First-order LSLR, one step: dL/d(alpha_n) = -<g_support_n, dL_query/dtheta'_n>, mean over
+    tasks (BatchNorm tensors adapt here, so every tensor has a rate)."""
+    variant = "fomamlpp[bn_per_step_stats=false,bn_per_step_weights=false]"
     learner = MetaLearner(
-        tiny_conv(), "fomamlpp", inner_lr=0.3, inner_steps=1, execution=execution
+        tiny_conv(), variant, inner_lr=0.3, inner_steps=1, execution=execution
     ).double()
     data = episode()
     loss, _ = learner.meta_loss(*data, iteration=10**6)
@@ -229,9 +284,7 @@ def test_first_order_learned_lr_gradient_formula(execution: str) -> None:
 def test_msl_loss_is_the_manually_weighted_sum_of_step_losses(
     iteration: int, execution: str
 ) -> None:
-    learner = MetaLearner(
-        tiny_conv(), "mamlpp", inner_lr=0.3, inner_steps=3, execution=execution
-    ).double()
+    learner = make_learner("mamlpp", execution, inner_lr=0.3, inner_steps=3)
     data = episode()
     loss, _ = learner.meta_loss(*data, iteration=iteration)
     sx, sy, qx, qy = data
@@ -266,9 +319,7 @@ def cancelled_by_batch_norm(name: str) -> bool:
 @pytest.mark.parametrize("execution", EXECUTIONS)
 @pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_every_learnable_of_every_preset_gets_a_gradient(name: str, execution: str) -> None:
-    learner = MetaLearner(
-        tiny_conv(), name, inner_lr=0.3, inner_steps=2, execution=execution
-    ).double()
+    learner = make_learner(name, execution, inner_lr=0.3, inner_steps=2)
     loss, _ = learner.meta_loss(*episode())
     loss.backward()
     for param_name, param in learner.named_parameters():
@@ -283,15 +334,13 @@ def test_every_learnable_of_every_preset_gets_a_gradient(name: str, execution: s
 
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
-@pytest.mark.parametrize("preset", ["maml", "fomaml", "mamlpp"])
+@pytest.mark.parametrize("preset", ["maml", "fomaml", "mamlpp", "reptile"])
 @pytest.mark.parametrize("group", [None, 1])
 def test_meta_backward_in_groups_gives_the_meta_loss_gradient(
     preset: str, group: int | None, execution: str
 ) -> None:
     data = episode()
-    learner = MetaLearner(
-        tiny_conv(), preset, inner_lr=0.3, inner_steps=2, execution=execution
-    ).double()
+    learner = make_learner(preset, execution, inner_lr=0.3, inner_steps=2)
     loss, metrics = learner.meta_loss(*data, iteration=5)
     expected = grads_of(loss, learner)
     got_metrics = learner.meta_backward(*data, iteration=5, tasks_per_backward=group)

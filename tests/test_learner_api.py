@@ -139,7 +139,7 @@ def test_adapt_keeps_the_graph_when_gradients_are_enabled() -> None:
 def test_lslr_refuses_more_steps_than_it_learned() -> None:
     learner = MAML(Flat(), inner_lr=0.1, inner_steps=2, plus_plus=True)
     sx, sy, qx, qy = linear_tasks(1)
-    with pytest.raises(ValueError, match="exist for 2 steps"):
+    with pytest.raises(ValueError, match="exist for 2 inner steps"):
         learner.score_tasks(sx, sy, qx, qy, steps=3)
 
 

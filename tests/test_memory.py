@@ -148,10 +148,13 @@ def test_adapt_frees_the_weights_of_steps_not_kept() -> None:
     update = make_update_rule("fixed", names, 0.1, 4)
     made: list[weakref.ref] = []
 
-    def tracking_update(params, grads, step):
-        out = update(params, grads, step)
-        made.append(weakref.ref(out[names[0]]))
-        return out
+    class TrackingUpdate(type(update)):  # the same rule, recording every tensor it makes
+        def forward(self, params, grads, step, state=None):
+            out = super().forward(params, grads, step, state)
+            made.append(weakref.ref(out[names[0]]))
+            return out
+
+    tracking_update = TrackingUpdate(names, 0.1, 4)
 
     x, y = torch.rand(10, 1, 16, 16), torch.arange(5).repeat(2)
     params = dict(model.named_parameters())

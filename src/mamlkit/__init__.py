@@ -1,8 +1,9 @@
-"""mamlkit: gradient-based meta-learning (MAML, FOMAML, MAML++) from one functional core.
+"""mamlkit: gradient-based meta-learning (MAML, FOMAML, MAML++, ANIL, Meta-SGD, Reptile) from one
+functional core.
 
 >>> import mamlkit
 >>> sorted(mamlkit.ALGORITHMS)
-['fomaml', 'fomamlpp', 'maml', 'mamlpp']
+['anil', 'fomaml', 'fomamlpp', 'maml', 'mamlpp', 'metasgd', 'reptile']
 """
 
 from mamlkit.core import (
@@ -15,7 +16,7 @@ from mamlkit.core import (
     register_algorithm,
 )
 from mamlkit.models import MODELS, Conv4
-from mamlkit.training import EvalResult, evaluate, fit, train_maml
+from mamlkit.training import EvalResult, RegressionEvalResult, evaluate, fit, train_maml
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "Conv4",
     "EvalResult",
     "MetaLearner",
+    "RegressionEvalResult",
     "TaskScores",
     "__version__",
     "evaluate",

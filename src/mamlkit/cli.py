@@ -1,4 +1,4 @@
-"""``mamlkit`` command line: ``train``, ``eval``, ``list``.
+"""``mamlkit`` command line: ``train``, ``eval``, ``compare``, ``report``, ``list``.
 
 Options of ``train`` are generated from :class:`mamlkit.config.TrainConfig`, so the CLI, config
 files and the saved ``config.yaml`` always agree. Bad arguments end with a one-line error and exit
@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
+import re
 import shlex
 import sys
+import textwrap
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mamlkit.compare.presets import COMPARE_PRESETS
 from mamlkit.config import EvalConfig, TrainConfig, build_config, load_yaml
 
 
@@ -62,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="meta-train a model into a run folder")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--config", help="YAML file of config keys (flags override it)")
+    train.add_argument(
+        "--preset",
+        default=None,
+        help="start from a compare preset's train values for --algorithm (default: the preset's "
+        f"first algorithm); --config and flags override them ({', '.join(COMPARE_PRESETS)})",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_config_options(train, TrainConfig)
 
@@ -82,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--algorithms", default=None, help="comma-separated algorithm names (default: the preset's)"
     )
-    cmp.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (GPU, hours)")
+    cmp.add_argument(
+        "--preset",
+        default="quick",
+        help=f"{', '.join(COMPARE_PRESETS)} (default: quick; mamlkit list describes them)",
+    )
     cmp.add_argument("--out", required=True, help="folder for results.json, report.md and plots")
     cmp.add_argument(
         "--resume",
@@ -109,17 +123,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The config of ``mamlkit train`` and, with ``--preset``, the preset's eval values.
+
+    Layers, low to high: the config's defaults, the preset's values for the algorithm (shared,
+    then that algorithm's own), the ``--config`` file, the flags. The algorithm is the one the
+    flags or the file name, else the preset's first.
+    """
+    file_layer = load_yaml(args.config) if args.config else {}
+    flags = _given(args, TrainConfig)
+    if not args.preset:
+        return build_config(TrainConfig, file_layer, flags), None
+    preset = COMPARE_PRESETS.get(args.preset)
+    algorithm = flags.get("algorithm", file_layer.get("algorithm", preset.algorithms[0]))
+    if not isinstance(algorithm, str):  # the file's bad value: build_config names the key
+        return build_config(TrainConfig, file_layer, flags), None
+    config = build_config(TrainConfig, preset.train_values(algorithm), file_layer, flags)
+    evaluation = build_config(EvalConfig, preset.evaluation_values(algorithm))
+    return config, evaluation.to_dict()
+
+
+def _eval_hint(out: str, evaluation: dict[str, Any]) -> str:
+    """The ``mamlkit eval`` command with the preset's evaluation settings."""
+    options = [
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in evaluation.items()
+        if value is not None and value != getattr(EvalConfig(), key)
+    ]
+    return shlex.join(["mamlkit", "eval", out]) + "".join(" " + o for o in options)
+
+
 def _train(args: argparse.Namespace) -> int:
     from mamlkit.runs import train_run
 
-    file_layer = load_yaml(args.config) if args.config else {}
-    config = build_config(TrainConfig, file_layer, _given(args, TrainConfig))
+    config, evaluation = train_config(args)
     summary = train_run(config, args.out, overwrite=args.overwrite)
     print(
         f"trained {summary['algorithm']} for {summary['iterations']} iterations in "
         f"{summary['train_seconds']:.1f} s (final train loss {summary['final_train_loss']:.4f}); "
         f"run folder: {args.out}"
     )
+    if evaluation is not None:
+        print(f"evaluate it as preset {args.preset} does: {_eval_hint(args.out, evaluation)}")
     return 0
 
 
@@ -135,11 +180,13 @@ def _eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(result.summary())
+    fits = os.path.join(args.run_dir, "fits.png")
+    if getattr(result, "task", None) == "regression" and os.path.isfile(fits):
+        print(f"per-step MSE {', '.join(f'{v:.3f}' for v in result.per_step_loss)}; fits: {fits}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from mamlkit.compare.presets import COMPARE_PRESETS
     from mamlkit.compare.runner import plan_algorithms, run_comparison
 
     preset = COMPARE_PRESETS.get(args.preset)
@@ -180,26 +227,82 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
+def _setting_text(value: object) -> str:
+    """A setting as ``mamlkit list`` prints it: booleans in lower case, patterns joined by |."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return "|".join(str(v) for v in value)
+    return str(value)
+
+
+def _summary(obj: object) -> str:
+    """The first paragraph of the docstring of ``obj`` (of the class a factory returns), as text."""
+    if not isinstance(obj, type):
+        try:
+            returned = typing.get_type_hints(obj).get("return")
+        except Exception:  # unresolvable annotations: fall back to the factory's own docstring
+            returned = None
+        obj = returned if isinstance(returned, type) else obj
+    doc = inspect.getdoc(obj) or ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    return re.sub(r":\w+:`~?([^`]*)`", r"\1", text).replace("``", "")
+
+
+def list_lines(width: int = 100) -> list[str]:
+    """What ``mamlkit list`` prints: every registered algorithm, dataset, model and preset.
+
+    An algorithm shows every field of its spec except ``name`` and ``reference`` (so settings added
+    to :class:`~mamlkit.core.algorithms.AlgorithmSpec` appear without a change here), then its
+    reference.
+    """
     from mamlkit.core.algorithms import ALGORITHMS
     from mamlkit.data import DATASETS
     from mamlkit.models import MODELS
 
-    for spec_name in ALGORITHMS:
-        spec = ALGORITHMS.get(spec_name)
-        print(
-            f"algorithm  {spec_name:10s} first_order={spec.first_order} "
-            f"update_rule={spec.update_rule} step_loss={spec.step_loss} "
-            f"adapt={','.join(spec.adapt)}"
-        )
-    for name in DATASETS:
-        print(f"dataset    {name}")
-    for name in MODELS:
-        print(f"model      {name}")
-    from mamlkit.compare.presets import COMPARE_PRESETS
+    names = [*ALGORITHMS, *DATASETS, *MODELS, *COMPARE_PRESETS]
+    column = max(len(n) for n in names) + 4
 
+    def entry(name: str, text: str) -> list[str]:
+        indent = " " * column
+        if not text:
+            return [f"  {name}"]
+        return textwrap.wrap(
+            text,
+            width=width,
+            initial_indent=f"  {name}".ljust(column),
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+    lines = ["algorithms (mamlkit train --algorithm NAME):"]
+    for name in ALGORITHMS:
+        spec = ALGORITHMS.get(name)
+        settings = " ".join(
+            f"{f.name}={_setting_text(getattr(spec, f.name))}"
+            for f in dataclasses.fields(spec)
+            if f.name not in ("name", "reference")
+        )
+        lines += entry(name, settings)
+        reference = getattr(spec, "reference", "")
+        if reference:
+            lines += entry("", reference)
+    lines.append("datasets (--dataset NAME):")
+    for name in DATASETS:
+        lines += entry(name, _summary(DATASETS.get(name)))
+    lines.append("models (--model NAME):")
+    for name in MODELS:
+        lines += entry(name, _summary(MODELS.get(name)))
+    lines.append("presets (mamlkit compare --preset NAME; mamlkit train --preset NAME):")
     for name in COMPARE_PRESETS:
-        print(f"preset     {name:10s} {COMPARE_PRESETS.get(name).description}")
+        preset = COMPARE_PRESETS.get(name)
+        text = f"{preset.description} [algorithms: {', '.join(preset.algorithms)}]"
+        lines += entry(name, text)
+    return lines
+
+
+def _list(args: argparse.Namespace) -> int:
+    print("\n".join(list_lines()))
     return 0
 
 

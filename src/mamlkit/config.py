@@ -38,12 +38,18 @@ class TrainConfig:
     meta_batch: int = _option(32, "tasks per outer step")
     outer_lr: float = _option(0.001, "Adam learning rate of the outer loop")
     iterations: int = _option(1000, "outer steps")
-    outer_lr_schedule: str = _option(
-        "constant", "outer learning-rate schedule: constant or cosine (annealed to outer_lr_min)"
+    outer_lr_schedule: str | None = _option(
+        None,
+        "outer learning-rate schedule: constant or cosine (annealed to outer_lr_min); default: "
+        "the algorithm's (cosine for the MAML++ presets, else constant)",
     )
     outer_lr_min: float = _option(1e-5, "final outer learning rate of the cosine schedule")
     msl_anneal_iterations: int = _option(
         5000, "MAML++ multi-step loss: iterations until only the last step counts"
+    )
+    first_order_iterations: int = _option(
+        25000,
+        "MAML++ derivative-order annealing: first-order iterations before second order starts",
     )
     hidden: int = _option(64, "filters per conv layer of the model")
     seed: int = _option(0, "seed of the weights and of the training task stream")
@@ -148,8 +154,8 @@ def validate(config: Any) -> None:
             value = getattr(config, key)
             if not (0 < value < float("inf")):
                 raise ConfigError(f"{key} must be a finite number > 0, got {value}")
-    schedule = getattr(config, "outer_lr_schedule", "constant")
-    if schedule not in OUTER_LR_SCHEDULES:
+    schedule = getattr(config, "outer_lr_schedule", None)
+    if schedule is not None and schedule not in OUTER_LR_SCHEDULES:
         raise ConfigError(
             f"outer_lr_schedule must be one of {', '.join(OUTER_LR_SCHEDULES)}, got {schedule!r}"
         )
@@ -162,8 +168,9 @@ def validate(config: Any) -> None:
         raise ConfigError(f"tasks_per_backward must be >= 1, got {config.tasks_per_backward}")
     if getattr(config, "threads", None) is not None and config.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {config.threads}")
-    if getattr(config, "msl_anneal_iterations", 0) < 0:
-        raise ConfigError("msl_anneal_iterations must be >= 0")
+    for key in ("msl_anneal_iterations", "first_order_iterations"):
+        if getattr(config, key, 0) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
 
 
 def field_names(cls: type) -> list[str]:

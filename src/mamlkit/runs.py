@@ -2,13 +2,20 @@
 
 Run folder contents: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per
 logged iteration), ``model.safetensors`` (the learner's state: model weights and learned inner
-learning rates), ``summary.json`` (written at the end), and ``eval.json`` after ``mamlkit eval``.
+learning rates), ``summary.json`` (written at the end), and ``eval.json`` after ``mamlkit eval``
+(for a regression dataset such as ``sinusoid`` also ``fits.png``, the fits to a few test tasks).
+
+A dataset whose ``task`` is ``"regression"`` (a :class:`~mamlkit.data.TaskDistribution`) makes
+its own sampler and trains a ``MetaLearner(..., task="regression")`` with one model output per
+target (``num_outputs``); ``ways`` does not apply to it and must be left at its default.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import inspect
 import json
 import platform
 from collections.abc import Callable
@@ -18,12 +25,14 @@ from typing import Any
 import torch
 
 from mamlkit.config import ConfigError, EvalConfig, TrainConfig, build_config, dump_yaml, load_yaml
+from mamlkit.core.algorithms import resolve_algorithm
 from mamlkit.core.learner import MetaLearner
 from mamlkit.fingerprint import TensorDigest, digest_state, digesting
 from mamlkit.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from mamlkit.memory import PeakMemory
 from mamlkit.models import MODELS
-from mamlkit.training import EvalResult, evaluate, fit, median_or_nan
+from mamlkit.plots import FITS_FILE, write_regression_fits
+from mamlkit.training import EvalResult, RegressionEvalResult, evaluate, fit, median_or_nan
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -50,8 +59,6 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
     to factories that take them, and setting them for one that does not is an error (never a
     silently ignored flag).
     """
-    import inspect
-
     from mamlkit.data import DATASETS
 
     factory = DATASETS.get(config.dataset)
@@ -71,43 +78,97 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
     return factory(root=config.data_root, split=split, download=config.download, **options)
 
 
+def dataset_task(dataset: Any) -> str:
+    """``"regression"`` for a :class:`~mamlkit.data.TaskDistribution` of regression tasks, else
+    ``"classification"`` (an N-way dataset for :class:`~mamlkit.data.EpisodeSampler`)."""
+    from mamlkit.data import TaskDistribution
+
+    if isinstance(dataset, TaskDistribution) and dataset.task == "regression":
+        return "regression"
+    return "classification"
+
+
+def registered_task(name: str) -> str:
+    """The task of the registered dataset ``name``, without building it (the factory's ``task``
+    attribute; factories without one are classification)."""
+    from mamlkit.data import DATASETS
+
+    return str(getattr(DATASETS.get(name), "task", "classification"))
+
+
+def _default(cls: type, key: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == key)
+
+
 def build_sampler(
     config: TrainConfig, dataset: Any, *, queries: int, meta_batch: int, seed: int
 ) -> Any:
+    """The task stream of ``dataset``: an :class:`~mamlkit.data.EpisodeSampler` of ``ways``-way
+    tasks, or for a regression dataset its own ``task_sampler`` (then ``ways`` must be left at its
+    default: it does not apply, and is refused rather than ignored)."""
     from mamlkit.data import EpisodeSampler
 
+    if dataset_task(dataset) == "regression":
+        if config.ways != _default(TrainConfig, "ways"):
+            raise ConfigError(
+                f"{config.dataset} is a regression dataset: --ways does not apply (got "
+                f"{config.ways}); leave it unset and give the points per task with --shots"
+            )
+        return dataset.task_sampler(config.shots, queries, meta_batch, seed=seed)
     return EpisodeSampler(dataset, config.ways, config.shots, queries, meta_batch, seed=seed)
 
 
-def build_learner(config: TrainConfig, image_shape: tuple[int, ...]) -> MetaLearner:
+def build_learner(
+    config: TrainConfig,
+    image_shape: tuple[int, ...],
+    *,
+    task: str = "classification",
+    num_outputs: int | None = None,
+) -> MetaLearner:
     """The model (initialised from ``config.seed`` without touching the global RNG) + algorithm.
 
     An image shape ``[C, H, W]`` is passed to the model factory as ``in_channels=C,
-    image_size=W``; a model that declares ``input_ndim`` refuses inputs of another rank.
+    image_size=W``; a model that declares ``input_ndim`` refuses inputs of another rank. The
+    model gets ``num_outputs`` outputs (default ``config.ways``, one logit per class); ``task``
+    is the learner's (``"regression"``: float targets, MSE loss).
     """
     factory = MODELS.get(config.model)
     input_ndim = getattr(factory, "input_ndim", None)
     if input_ndim is not None and len(image_shape) != input_ndim:
+        fitting = [
+            name
+            for name in MODELS
+            if getattr(MODELS.get(name), "input_ndim", None) in (None, len(image_shape))
+        ]
+        hint = f", e.g. --model {fitting[0]}" if fitting else ""
         raise ConfigError(
             f"model {config.model!r} takes inputs of rank {input_ndim} but dataset "
-            f"{config.dataset!r} gives inputs of shape {list(image_shape)}; choose another --model"
+            f"{config.dataset!r} gives inputs of shape {list(image_shape)}; choose another "
+            f"--model{hint}"
         )
+    spec = resolve_algorithm(config.algorithm)
+    options = {}
+    if spec.bn_per_step_stats and "track_running_stats" in inspect.signature(factory).parameters:
+        options["track_running_stats"] = True  # MAML++ BNRS collects per-step running stats
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = factory(
             in_channels=image_shape[0],
-            num_classes=config.ways,
+            num_classes=config.ways if num_outputs is None else num_outputs,
             hidden=config.hidden,
             image_size=image_shape[-1],
+            **options,
         )
     return MetaLearner(
         model,
-        config.algorithm,
+        spec,
         inner_lr=config.inner_lr,
         inner_steps=config.inner_steps,
         msl_anneal_iterations=config.msl_anneal_iterations,
+        first_order_iterations=config.first_order_iterations,
         execution=config.execution,
         tasks_per_backward=config.tasks_per_backward,
+        task=task,
     )
 
 
@@ -131,15 +192,24 @@ def environment() -> dict[str, Any]:
 
 
 def save_learner(
-    path: Path, learner: MetaLearner, config: TrainConfig, image_shape: tuple[int, ...]
+    path: Path,
+    learner: MetaLearner,
+    config: TrainConfig,
+    image_shape: tuple[int, ...],
+    *,
+    num_outputs: int | None = None,
 ) -> None:
-    """The learner's state (weights + learned inner LRs) as safetensors, with what rebuilds it."""
+    """The learner's state (weights + learned inner LRs) as safetensors, with what rebuilds it
+    (``num_outputs``: the model's outputs when they are not ``config.ways``)."""
     metadata = {
         "format": WEIGHTS_FORMAT,
         "algorithm": learner.algorithm.name,
         "image_shape": json.dumps(list(image_shape)),
         "config": json.dumps(config.to_dict()),
+        "task": learner.task,
     }
+    if num_outputs is not None:
+        metadata["num_outputs"] = str(num_outputs)
     save_tensors(path, learner.state_dict(), metadata)
 
 
@@ -152,17 +222,30 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
             raise ConfigError(
                 f"{out} already holds a run; choose another --out or pass --overwrite"
             )
-        for name in (WEIGHTS_FILE, "metrics.jsonl", "summary.json", "eval.json", CONFIG_FILE):
+        for name in (
+            WEIGHTS_FILE,
+            "metrics.jsonl",
+            "summary.json",
+            "eval.json",
+            FITS_FILE,
+            CONFIG_FILE,
+        ):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+def outer_lr_schedule(config: TrainConfig) -> str:
+    """The schedule a run uses: the config's, else its algorithm's default."""
+    return config.outer_lr_schedule or resolve_algorithm(config.algorithm).outer_lr_schedule
+
+
 def make_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The outer learning-rate schedule: constant, or cosine annealing to ``outer_lr_min``."""
-    if config.outer_lr_schedule == "cosine":
+    """The outer learning-rate schedule: constant, or cosine annealing to ``outer_lr_min``
+    (``outer_lr_schedule`` unset: the algorithm's own, cosine for the MAML++ presets)."""
+    if outer_lr_schedule(config) == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=config.iterations, eta_min=config.outer_lr_min
         )
@@ -191,13 +274,17 @@ def train_run(
     sampler = build_sampler(
         config, dataset, queries=config.queries, meta_batch=config.meta_batch, seed=config.seed
     )
-    learner = build_learner(config, dataset.image_shape).to(device)
+    task = dataset_task(dataset)
+    num_outputs = dataset.num_outputs if task == "regression" else None
+    learner = build_learner(config, dataset.image_shape, task=task, num_outputs=num_outputs).to(
+        device
+    )
     out = prepare_out_dir(out, overwrite)
     atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.outer_lr)
     scheduler = make_scheduler(config, optimizer)
     records: list[dict[str, Any]] = []
-    initial_weights = digest_state(learner.model.state_dict())
+    initial_weights = digest_state(dict(learner.model.named_parameters()))
     stream = TensorDigest()
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
 
@@ -221,22 +308,24 @@ def train_run(
                 on_log=on_log,
                 description=f"train {config.algorithm}",
             )
-    save_learner(out / WEIGHTS_FILE, learner, config, dataset.image_shape)
+    save_learner(out / WEIGHTS_FILE, learner, config, dataset.image_shape, num_outputs=num_outputs)
     tail = losses[-max(1, len(losses) // 10) :]
     summary = {
         "algorithm": config.algorithm,
+        "task": task,
         "iterations": len(losses),
         "train_seconds": records[-1]["train_seconds"],
         "seconds_per_iteration": median_or_nan([r["iteration_seconds"] for r in records]),
         "peak_memory_bytes": peak.bytes,
         "peak_memory_method": peak.method,
         "final_train_loss": sum(tail) / len(tail),
-        "final_train_accuracy": records[-1]["accuracy"],
+        "final_train_accuracy": records[-1].get("accuracy"),  # None for regression
         "learned_inner_lrs": learner.learned_inner_lrs(),
         "initial_weights_sha256": initial_weights,
         "task_stream_sha256": stream.hexdigest(),
         "device": str(device),
         "execution": learner.execution_strategy,
+        "outer_lr_schedule": outer_lr_schedule(config),
         "environment": environment(),
     }
     atomic_write_json(out / "summary.json", summary)
@@ -268,7 +357,11 @@ def load_run(
         raise ValueError(
             f"{run_dir / WEIGHTS_FILE} does not record the input shape it was trained on"
         )
-    learner = build_learner(config, image_shape)
+    task = metadata.get("task", "classification")
+    outputs = metadata.get("num_outputs")
+    learner = build_learner(
+        config, image_shape, task=task, num_outputs=int(outputs) if outputs else None
+    )
     try:
         learner.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
@@ -280,6 +373,17 @@ def load_run(
     return config, learner
 
 
+def evaluation_sampler(config: TrainConfig, dataset: Any, evaluation: EvalConfig) -> Any:
+    """The test-task stream ``evaluation`` describes (its queries, meta-batch and seed)."""
+    return build_sampler(
+        config,
+        dataset,
+        queries=evaluation.queries,
+        meta_batch=evaluation.meta_batch,
+        seed=evaluation.seed,
+    )
+
+
 def eval_run(
     run_dir: str | Path,
     evaluation: EvalConfig | None = None,
@@ -287,8 +391,14 @@ def eval_run(
     device: str | None = None,
     data_root: str | None = None,
     progress: bool = True,
-) -> EvalResult:
-    """Evaluate a trained run as ``evaluation`` says; writes ``eval.json`` into the run folder."""
+) -> EvalResult | RegressionEvalResult:
+    """Evaluate a trained run as ``evaluation`` says; writes ``eval.json`` into the run folder.
+
+    A regression run (e.g. ``sinusoid``) gives a :class:`RegressionEvalResult` (MSE) and also
+    writes ``fits.png``: the true function, the support points and the predictions before
+    adaptation, after one step and after K steps for the first 4 test tasks (when its sampler
+    has ``sample_with_tasks``, as the sinusoid's does).
+    """
     evaluation = evaluation or EvalConfig()
     run_dir = Path(run_dir)
     config, learner = load_run(run_dir)
@@ -297,13 +407,7 @@ def eval_run(
     target = resolve_device(device or config.device)
     learner.to(target)
     dataset = build_dataset(config, evaluation.split)
-    sampler = build_sampler(
-        config,
-        dataset,
-        queries=evaluation.queries,
-        meta_batch=evaluation.meta_batch,
-        seed=evaluation.seed,
-    )
+    sampler = evaluation_sampler(config, dataset, evaluation)
     tasks_digest = TensorDigest()
     result = evaluate(
         learner,
@@ -313,14 +417,43 @@ def eval_run(
         device=target,
         progress=progress,
     )
-    atomic_write_json(
-        run_dir / "eval.json",
-        {
-            **result.to_dict(),
-            **evaluation.to_dict(),
-            "ways": config.ways,
-            "shots": config.shots,
-            "test_tasks_sha256": tasks_digest.hexdigest(),
-        },
-    )
+    record = {
+        **evaluation.to_dict(),
+        **result.to_dict(),  # its inner_steps: the steps used, also when the config's is None
+        "shots": config.shots,
+        "test_tasks_sha256": tasks_digest.hexdigest(),
+    }
+    if isinstance(result, RegressionEvalResult):
+        if hasattr(sampler, "sample_with_tasks"):
+            record["fits"] = write_fits(run_dir / FITS_FILE, learner, config, evaluation, dataset)
+    else:
+        record["ways"] = config.ways
+    atomic_write_json(run_dir / "eval.json", record)
     return result
+
+
+def write_fits(
+    path: Path,
+    learner: MetaLearner,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    dataset: Any,
+    *,
+    tasks: int = 4,
+) -> dict[str, Any]:
+    """``fits.png`` of a regression run: its fits to the first ``tasks`` evaluated test tasks
+    (the first meta-batch of the evaluation stream, redrawn), after 1 and K inner steps. Returns
+    what ``eval.json`` records of it (file name, steps, MSE against the true functions)."""
+    sampler = evaluation_sampler(config, dataset, evaluation)
+    episode, truth = sampler.sample_with_tasks()
+    steps = evaluation.inner_steps or config.inner_steps
+    errors = write_regression_fits(
+        path,
+        learner,
+        episode,
+        truth,
+        steps=steps,
+        x_range=getattr(sampler, "x_range", None),
+        tasks=tasks,
+    )
+    return {"file": path.name, "tasks": len(errors["before"]), "steps": steps, **errors}

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamlkit.core.learner import MAML, MetaLearner
@@ -119,7 +120,10 @@ def fit(
             train_seconds += seconds
             losses.append(metrics["loss"])
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+            postfix = {"loss": f"{metrics['loss']:.3f}"}
+            if "accuracy" in metrics:  # classification only
+                postfix["acc"] = f"{metrics['accuracy']:.3f}"
+            bar.set_postfix(postfix)
             if on_log is not None and ((index + 1) % log_every == 0 or index + 1 == total):
                 on_log(
                     {
@@ -194,6 +198,33 @@ class EvalResult:
         return f"accuracy {100 * self.accuracy:.2f}% +- {100 * self.ci95:.2f}% ({self.tasks} tasks)"
 
 
+@dataclass
+class RegressionEvalResult:
+    """Test query MSE over regression tasks: mean, 95% confidence half-width, spread.
+
+    The regression counterpart of :class:`EvalResult` (what :func:`evaluate` returns for a
+    learner with ``task="regression"``): ``mse`` is the mean over tasks of each task's query MSE
+    after ``inner_steps`` steps, ``ci95`` is 1.96 std / sqrt(tasks), ``std`` the population
+    standard deviation (``ddof=0``) of the per-task MSEs (``task_mse``). ``per_step_loss`` holds
+    the mean query MSE after 0 (before adaptation), 1, ..., K inner steps.
+    """
+
+    mse: float
+    ci95: float
+    std: float
+    tasks: int
+    inner_steps: int
+    per_step_loss: list[float]
+    task_mse: list[float] = field(repr=False)
+    task: str = "regression"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return f"MSE {self.mse:.3f} +- {self.ci95:.3f} ({self.tasks} tasks)"
+
+
 def evaluate(
     learner: MetaLearner,
     episodes: Iterable[Any],
@@ -202,12 +233,24 @@ def evaluate(
     inner_steps: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
-) -> EvalResult:
-    """Adapt to ``tasks`` test tasks from ``episodes`` and score their query sets at every step."""
+) -> EvalResult | RegressionEvalResult:
+    """Adapt to ``tasks`` test tasks from ``episodes`` and score their query sets at every step.
+
+    Classification learners give an :class:`EvalResult` (accuracy); regression learners
+    (``task="regression"``, which must use the default ``mse_loss``) a
+    :class:`RegressionEvalResult` (MSE).
+    """
     from tqdm.auto import tqdm
 
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
         raise ValueError(f"tasks must be a positive integer, got {tasks!r}")
+    regression = learner.task == "regression"
+    if regression and learner.loss_fn is not F.mse_loss:
+        raise ValueError(
+            "evaluate reports the MSE of regression tasks, but this learner's loss_fn is "
+            f"{getattr(learner.loss_fn, '__name__', learner.loss_fn)!r}; use "
+            "learner.score_tasks for the losses of a custom loss_fn"
+        )
     device = torch.device(device) if device is not None else None
     losses: list[Tensor] = []
     accuracies: list[Tensor] = []
@@ -216,9 +259,10 @@ def evaluate(
     with tqdm(total=tasks, disable=not progress, desc="eval", unit="task") as bar:
         for episode in episodes:
             scores = learner.score_tasks(*_episode_tensors(episode, device), steps=inner_steps)
-            take = min(tasks - seen, scores.accuracy.shape[0])
+            take = min(tasks - seen, scores.loss.shape[0])
             losses.append(scores.loss[:take].cpu())
-            accuracies.append(scores.accuracy[:take].cpu())
+            if scores.accuracy is not None:
+                accuracies.append(scores.accuracy[:take].cpu())
             seen += take
             bar.update(take)
             if seen >= tasks:
@@ -227,12 +271,24 @@ def evaluate(
     if seen < tasks:
         raise ValueError(f"the task loader ran out after {seen} of {tasks} tasks")
     loss = torch.cat(losses).double()
+    if regression:
+        final = loss[:, -1]
+        mean, ci95, std = _spread(final)
+        return RegressionEvalResult(
+            mse=mean,
+            ci95=ci95,
+            std=std,
+            tasks=tasks,
+            inner_steps=loss.shape[1] - 1,
+            per_step_loss=loss.mean(0).tolist(),
+            task_mse=final.tolist(),
+        )
     accuracy = torch.cat(accuracies).double()
     final = accuracy[:, -1]
-    std = float(final.std(correction=0))
+    mean, ci95, std = _spread(final)
     return EvalResult(
-        accuracy=float(final.mean()),
-        ci95=1.96 * std / math.sqrt(tasks),
+        accuracy=mean,
+        ci95=ci95,
         std=std,
         tasks=tasks,
         inner_steps=accuracy.shape[1] - 1,
@@ -240,6 +296,12 @@ def evaluate(
         per_step_loss=loss.mean(0).tolist(),
         task_accuracies=final.tolist(),
     )
+
+
+def _spread(per_task: Tensor) -> tuple[float, float, float]:
+    """Mean, 95% confidence half-width (1.96 std / sqrt(n)) and population std over tasks."""
+    std = float(per_task.std(correction=0))
+    return float(per_task.mean()), 1.96 * std / math.sqrt(per_task.numel()), std
 
 
 def median_or_nan(values: list[float]) -> float:

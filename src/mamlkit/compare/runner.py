@@ -25,6 +25,18 @@ class ComparisonFailed(ChildProcessError):
     """An algorithm's worker process failed; its own message was printed above."""
 
 
+def require_classification(dataset: str) -> None:
+    """Comparisons report accuracies: a regression dataset (``sinusoid``) is refused up front."""
+    from mamlkit.runs import registered_task
+
+    task = registered_task(dataset)
+    if task != "classification":
+        raise ConfigError(
+            f"compare supports classification datasets only; {dataset!r} is a {task} dataset: "
+            "train and evaluate it with mamlkit train and mamlkit eval"
+        )
+
+
 def plan_algorithms(
     preset: ComparePreset,
     algorithms: Sequence[str] | None = None,
@@ -53,6 +65,7 @@ def plan_algorithms(
             *train_values,
             {"algorithm": name},
         )
+        require_classification(train.dataset)
         evaluation = build_config(EvalConfig, preset.evaluation_values(name), *eval_layers)
         plans[name] = {
             "train": train.to_dict(),

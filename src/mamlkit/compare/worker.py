@@ -20,11 +20,13 @@ from mamlkit.io import atomic_write_json
 
 def run_plan(folder: Path) -> dict[str, Any]:
     """Execute ``folder/plan.json`` and return (and write) the algorithm's result record."""
+    from mamlkit.compare.runner import require_classification
     from mamlkit.runs import build_dataset, build_sampler, eval_run, train_run
     from mamlkit.training import evaluate
 
     plan = json.loads((folder / "plan.json").read_text())
     config = build_config(TrainConfig, plan["train"])
+    require_classification(config.dataset)
     evaluation = build_config(EvalConfig, plan["evaluation"])
     curve: list[dict[str, Any]] = []
     curve_at: set[int] = set()

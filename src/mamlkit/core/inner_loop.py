@@ -25,6 +25,14 @@ from mamlkit.core.update_rules import InnerUpdate, Params
 
 Forward = Callable[[Params, Tensor], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+#: ``at_step(params, s)``: the tensors a forward of inner step ``s`` sees (per-step BatchNorm).
+StepView = Callable[[Params, int], Params]
+
+
+def _at(forward: Forward, at_step: StepView | None, step: int) -> Forward:
+    if at_step is None:
+        return forward
+    return lambda params, x: forward(at_step(params, step), x)
 
 
 def functional_forward(model: nn.Module) -> Forward:
@@ -85,6 +93,7 @@ def adapt(
     names: Collection[str] | None = None,
     loss_fn: LossFn = F.cross_entropy,
     keep: Collection[int] | None = None,
+    at_step: StepView | None = None,
 ) -> list[Params | None]:
     """Adapt ``params`` to one task (or a batch of tasks) with ``steps`` inner updates.
 
@@ -94,16 +103,18 @@ def adapt(
     (under ``torch.no_grad()`` the values are the same and nothing is differentiable).
     ``keep`` lists the step numbers the caller needs (the last is always kept); the others are
     ``None`` in the result and freed as soon as the next step exists, which bounds first-order
-    memory to one step's weights whatever the number of steps.
+    memory to one step's weights whatever the number of steps. ``at_step`` gives the tensors
+    of each step (MAML++'s per-step BatchNorm); the support pass of step ``s`` uses step ``s``.
     """
     names = tuple(update.names if names is None else names)
     # Under torch.no_grad() nothing can be differentiated anyway: take the cheap first-order path.
     create_graph = not first_order and torch.is_grad_enabled()
     trajectory: list[Params | None] = [params]
     current = params
+    state = update.initial_state()
     for step in range(steps):
         _, grads = inner_gradients(
-            forward,
+            _at(forward, at_step, step),
             current,
             names,
             support_x,
@@ -111,7 +122,7 @@ def adapt(
             create_graph=create_graph,
             loss_fn=loss_fn,
         )
-        current = update(current, grads, step)
+        current = update(current, grads, step, state)
         if keep is not None and step not in keep:
             trajectory[-1] = None
         trajectory.append(current)
@@ -126,11 +137,13 @@ def weighted_query_loss(
     step_weights: Tensor | list[float],
     *,
     loss_fn: LossFn = F.cross_entropy,
+    at_step: StepView | None = None,
 ) -> tuple[Tensor, dict[int, Tensor]]:
     """``sum_s w_s * L_query(theta_{s+1})`` over the steps with non-zero weight.
 
-    ``step_weights[s]`` weighs the query loss after inner step ``s + 1``. Returns the weighted loss
-    and the query logits of each evaluated step (keyed by step number, 1-based), for metrics.
+    ``step_weights[s]`` weighs the query loss after inner step ``s + 1`` (evaluated with the
+    tensors of step ``s`` under ``at_step``). Returns the weighted loss and the query outputs of
+    each evaluated step (keyed by step number, 1-based), for metrics.
     """
     total: Tensor | None = None
     logits_by_step: dict[int, Tensor] = {}
@@ -138,7 +151,7 @@ def weighted_query_loss(
     for index, weight in enumerate(weights):
         if weight == 0.0:
             continue
-        logits = forward(trajectory[index + 1], query_x)
+        logits = _at(forward, at_step, index)(trajectory[index + 1], query_x)
         logits_by_step[index + 1] = logits
         loss = loss_fn(logits, query_y)
         term = loss if weight == 1.0 else weight * loss

@@ -24,10 +24,17 @@ from mamlkit.core.execution import (
     task_slice,
 )
 from mamlkit.core.inner_loop import LossFn, adapt, functional_forward, weighted_query_loss
+from mamlkit.core.per_step import PerStepTables, batch_norm_parameter_names, running_stat_names
 from mamlkit.core.step_weights import last_step_weights, msl_weights
 from mamlkit.core.update_rules import Params, make_update_rule
 
 DEFAULT_MSL_ANNEAL_ITERATIONS = 5000  # MAML++: 10 epochs of 500 iterations
+#: MAML++ derivative-order annealing: "first-order for the first 50 epochs" of 500 iterations
+#: (Antoniou et al. 2019, section 4; the released configs switch it off with -1).
+DEFAULT_FIRST_ORDER_ITERATIONS = 25000
+
+
+TASKS = ("classification", "regression")
 
 
 def check_episode(
@@ -35,8 +42,11 @@ def check_episode(
     support_y: Tensor,
     query_x: Tensor | None = None,
     query_y: Tensor | None = None,
+    *,
+    task: str = "classification",
 ) -> None:
-    """Validate task-batched episodes: inputs ``[B, n, C, H, W]``, int64 labels ``[B, n]``."""
+    """Validate task-batched episodes: inputs ``[B, n, ...]`` and targets: int64 labels
+    ``[B, n]`` for classification, float targets ``[B, n, ...]`` for regression."""
     pairs = [("support", support_x, support_y)]
     if query_x is not None or query_y is not None:
         if query_x is None or query_y is None:
@@ -50,13 +60,26 @@ def check_episode(
                 f"{kind}_x must be task-batched [tasks, examples, ...features], got shape "
                 f"{tuple(x.shape)}; add a leading task dimension with x.unsqueeze(0) for one task"
             )
+        if task == "regression":
+            if y.dim() < 2 or y.shape[:2] != x.shape[:2] or not y.dtype.is_floating_point:
+                raise ValueError(
+                    f"{kind}_y must hold float regression targets [tasks, examples, ...] with "
+                    f"[tasks, examples] = {tuple(x.shape[:2])}, got {y.dtype} of shape "
+                    f"{tuple(y.shape)}"
+                )
+            continue
         if y.dim() != 2 or y.shape != x.shape[:2]:
             raise ValueError(
                 f"{kind}_y must have shape [tasks, examples] = {tuple(x.shape[:2])}, "
                 f"got {tuple(y.shape)}"
             )
         if y.dtype != torch.int64:
-            raise ValueError(f"{kind}_y must hold int64 class labels, got dtype {y.dtype}")
+            hint = (
+                " (float targets are regression: MetaLearner(..., task='regression'))"
+                if y.dtype.is_floating_point
+                else ""
+            )
+            raise ValueError(f"{kind}_y must hold int64 class labels, got dtype {y.dtype}{hint}")
         if y.numel() and int(y.min()) < 0:
             raise ValueError(f"{kind}_y has a negative label ({int(y.min())}); labels are 0..N-1")
     if len(pairs) == 2:
@@ -83,6 +106,7 @@ class AdaptedTasks:
     task_params: dict[str, Tensor]
     per_task: frozenset[str]
     tasks: int
+    classification: bool = True
 
     @property
     def params(self) -> list[dict[str, Tensor]]:
@@ -98,16 +122,18 @@ class AdaptedTasks:
         return self.forward(self.task_params, x)
 
     def predict(self, x: Tensor) -> Tensor:
-        """Predicted class labels ``[B, n]``."""
-        return self(x).argmax(dim=-1)
+        """Predicted class labels ``[B, n]`` (regression: the outputs themselves)."""
+        outputs = self(x)
+        return outputs.argmax(dim=-1) if self.classification else outputs
 
 
 @dataclass
 class TaskScores:
-    """Query loss and accuracy of each task after 0, 1, ..., K inner steps (shape ``[B, K+1]``)."""
+    """Query loss and accuracy of each task after 0, 1, ..., K inner steps (shape ``[B, K+1]``);
+    ``accuracy`` is ``None`` for regression."""
 
     loss: Tensor
-    accuracy: Tensor
+    accuracy: Tensor | None
 
 
 class MetaLearner(nn.Module):
@@ -119,7 +145,11 @@ class MetaLearner(nn.Module):
         inner_lr: the (initial) inner learning rate.
         inner_steps: inner gradient steps during meta-training.
         msl_anneal_iterations: MAML++ multi-step-loss annealing length (``msl`` presets only).
-        loss_fn: task loss, ``cross_entropy`` by default.
+        first_order_iterations: outer iterations of first-order meta-gradients before second
+            order starts, for presets with ``derivative_annealing`` (MAML++).
+        task: ``"classification"`` (int64 labels, accuracy) or ``"regression"`` (float targets).
+        loss_fn: task loss; default ``cross_entropy`` for classification, ``mse_loss`` for
+            regression.
         execution: how tasks are run: ``"auto"`` (default; all tasks in one batched program
             where the model allows, else one by one), ``"batched"`` or ``"loop"`` to force one
             (see :mod:`mamlkit.core.execution`; both give the same gradients).
@@ -140,7 +170,9 @@ class MetaLearner(nn.Module):
         inner_lr: float = 0.4,
         inner_steps: int = 1,
         msl_anneal_iterations: int = DEFAULT_MSL_ANNEAL_ITERATIONS,
-        loss_fn: LossFn = F.cross_entropy,
+        first_order_iterations: int = DEFAULT_FIRST_ORDER_ITERATIONS,
+        task: str = "classification",
+        loss_fn: LossFn | None = None,
         execution: str = "auto",
         query_chunk: int | None = None,
         support_chunk: int | None = None,
@@ -158,18 +190,46 @@ class MetaLearner(nn.Module):
                 f"msl_anneal_iterations must be an integer, got {msl_anneal_iterations!r}"
             )
         self.msl_anneal_iterations = msl_anneal_iterations
-        self.loss_fn = loss_fn
+        if (
+            isinstance(first_order_iterations, bool)
+            or not isinstance(first_order_iterations, int)
+            or first_order_iterations < 0
+        ):
+            raise ValueError(
+                f"first_order_iterations must be an integer >= 0, got {first_order_iterations!r}"
+            )
+        self.first_order_iterations = first_order_iterations
+        if task not in TASKS:
+            raise ValueError(f"task {task!r}: choose one of {', '.join(TASKS)}")
+        self.task = task
+        self.loss_fn = loss_fn or (F.cross_entropy if task == "classification" else F.mse_loss)
         names = [name for name, _ in model.named_parameters()]
-        self.adapt_names = self.algorithm.adapting(names)
+        per_step_weights = (
+            batch_norm_parameter_names(model) if self.algorithm.bn_per_step_weights else []
+        )
+        # MAML++ (BNWB): per-step BatchNorm weights are meta-learned only; they do not adapt.
+        self.adapt_names = [
+            n for n in self.algorithm.adapting(names) if n not in set(per_step_weights)
+        ]
         if not self.adapt_names:
             raise ValueError(
-                f"adapt patterns {self.algorithm.adapt} match no parameter of the model; "
-                f"its parameters are {names}"
+                f"adapt patterns {self.algorithm.adapt} match no parameter of the model that can "
+                f"adapt; its parameters are {names}"
             )
         self._per_task = frozenset(self.adapt_names)  # names with a task dim in trajectories
+        shapes = {n: p.shape for n, p in model.named_parameters()}
         self.inner_update = make_update_rule(
-            self.algorithm.update_rule, self.adapt_names, inner_lr, self.inner_steps
+            self.algorithm.update_rule, self.adapt_names, inner_lr, self.inner_steps, shapes
         )
+        stats = running_stat_names(model) if self.algorithm.bn_per_step_stats else []
+        self.per_step = PerStepTables(model, per_step_weights, stats, self.inner_steps)
+        if execution == "batched" and stats:
+            raise ValueError(
+                "execution='batched' cannot meta-train with per-step BatchNorm running statistics "
+                "(BNRS): updating them is a side effect of each task in turn; use "
+                "execution='auto' (batched where it can, task by task in training) or switch "
+                f"BNRS off ('{self.algorithm.name.split('[')[0]}[bn_per_step_stats=false]')"
+            )
         self.iteration = 0  # outer iteration, drives the MSL annealing; set by the training loop
         self._forward = functional_forward(model)
         self._task_forward = make_task_forward(model, execution)
@@ -185,11 +245,27 @@ class MetaLearner(nn.Module):
         )
         self._num_outputs: int | None = None
         self._checked_shape: tuple[int, ...] | None = None
+        self._output_shape: tuple[int, ...] = ()
 
     # -- pieces ---------------------------------------------------------------------------------
     @property
     def first_order(self) -> bool:
-        return self.algorithm.first_order
+        """Whether meta-gradients are first order at the current ``iteration``."""
+        return self.first_order_at(self.iteration)
+
+    def first_order_at(self, iteration: int) -> bool:
+        """First order at outer ``iteration``: always for first-order presets; during the first
+        ``first_order_iterations`` with derivative-order annealing (MAML++)."""
+        if self.algorithm.first_order:
+            return True
+        return self.algorithm.derivative_annealing and iteration < self.first_order_iterations
+
+    def _at_step(self, params: Params, step: int) -> Params:
+        return self.per_step.at(params, step)
+
+    @property
+    def _step_view(self):
+        return self._at_step if self.per_step.active else None
 
     def model_params(self) -> Params:
         """The model's parameters by name (the starting point theta_0 of every task)."""
@@ -215,6 +291,16 @@ class MetaLearner(nn.Module):
                         "model's input size against the data"
                     ) from error
             self._num_outputs, self._checked_shape = int(out.shape[-1]), shape
+            self._output_shape = tuple(out.shape[1:])
+        if self.task == "regression":
+            for y in labels:
+                if tuple(y.shape[2:]) != self._output_shape:
+                    raise ValueError(
+                        f"regression targets have shape {list(y.shape[2:])} per example but the "
+                        f"model outputs {list(self._output_shape)}; build the model with as many "
+                        "outputs as the targets have"
+                    )
+            return
         top = max(int(y.max()) for y in labels if y.numel())
         if top >= self._num_outputs:
             raise ValueError(
@@ -261,10 +347,11 @@ class MetaLearner(nn.Module):
             names=self.adapt_names,
             loss_fn=self._summed_loss,
             keep=keep,
+            at_step=self._step_view,
         )
 
     def _adapt_in_chunks(
-        self, support_x: Tensor, support_y: Tensor, steps: int, keep: set[int]
+        self, support_x: Tensor, support_y: Tensor, steps: int, keep: set[int], first_order: bool
     ) -> list[Params | None]:
         """The trajectory of all tasks (``None`` at steps not in ``keep``); first-order runs
         adapt a few tasks at a time.
@@ -275,20 +362,20 @@ class MetaLearner(nn.Module):
         """
         tasks = support_x.shape[0]
         size = tasks
-        if self.first_order:
+        if first_order:
             size = self.support_chunk or auto_support_chunk(
                 tasks, support_x.shape[1], support_x.device
             )
         if size >= tasks or self.execution_strategy == "loop":
             params = self._task_params(tasks)
-            return self._trajectory(params, support_x, support_y, steps, self.first_order, keep)
+            return self._trajectory(params, support_x, support_y, steps, first_order, keep)
         parts = [
             self._trajectory(
                 self._task_params(min(size, tasks - start)),
                 support_x[start : start + size],
                 support_y[start : start + size],
                 steps,
-                self.first_order,
+                first_order,
                 keep,
             )
             for start in range(0, tasks, size)
@@ -323,7 +410,7 @@ class MetaLearner(nn.Module):
         Under ``torch.no_grad()`` the result is detached (cheap inference); otherwise it stays
         differentiable w.r.t. ``self.parameters()`` in the algorithm's order.
         """
-        check_episode(support_x, support_y)
+        check_episode(support_x, support_y, task=self.task)
         self._check_labels(support_x, support_y)
         steps = self.inner_steps if steps is None else positive_int("steps", steps)
         tracking = torch.is_grad_enabled()
@@ -333,15 +420,43 @@ class MetaLearner(nn.Module):
         final = self._trajectory(params, support_x, support_y, steps, first_order)[-1]
         if not tracking:
             final = {n: p.detach() for n, p in final.items()}
-        return AdaptedTasks(self._task_forward, final, self._per_task, tasks)
+        # Predictions after K steps use the BatchNorm tensors of the last step (as the query
+        # loss after step K does).
+        forward = self._task_forward
+        if self._step_view is not None:
+            last = steps - 1
+
+            def forward(params: Params, x: Tensor) -> Tensor:
+                return self._task_forward(self._at_step(params, last), x)
+
+        return AdaptedTasks(
+            forward, final, self._per_task, tasks, classification=self.task == "classification"
+        )
 
     def _summed_task_losses(
-        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor, weights
-    ) -> tuple[Tensor, Tensor]:
-        """Sum over these tasks of their step-weighted query losses, and final query logits."""
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+        query_y: Tensor,
+        weights: list[float],
+        first_order: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sum over these tasks of what the outer loop differentiates, the sum of their
+        step-weighted query losses (detached) and the final query outputs (detached).
+
+        For the ``meta`` outer gradient the first two are the same loss. For ``reptile`` the
+        differentiated quantity is ``sum_b 0.5 * ||theta - stopgrad(phi_b)||^2`` over the
+        adapting tensors, whose gradient is Reptile's ``sum_b (theta - phi_b)``; the query loss
+        after adaptation is then only a metric.
+        """
+        if self.algorithm.outer_gradient == "reptile":
+            return self._reptile_surrogate(support_x, support_y, query_x, query_y)
         # Only the steps whose query loss counts are kept (the last always is).
         keep = {index + 1 for index, weight in enumerate(weights) if weight != 0}
-        trajectory = self._adapt_in_chunks(support_x, support_y, self.inner_steps, keep)
+        trajectory = self._adapt_in_chunks(
+            support_x, support_y, self.inner_steps, keep, first_order
+        )
         total: Tensor | None = None
         final_logits = []
         for chunk in self._query_chunks(query_x):
@@ -355,10 +470,36 @@ class MetaLearner(nn.Module):
                 query_y[chunk],
                 weights,
                 loss_fn=self._summed_loss,
+                at_step=self._step_view,
             )
             total = chunk_loss if total is None else total + chunk_loss
             final_logits.append(logits[self.inner_steps].detach())
-        return total, torch.cat(final_logits)  # type: ignore[return-value]
+        return total, total.detach(), torch.cat(final_logits)  # type: ignore[union-attr]
+
+    def _reptile_surrogate(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        final = self._adapt_in_chunks(
+            support_x, support_y, self.inner_steps, {self.inner_steps}, True
+        )[-1]
+        theta = self.model_params()
+        surrogate = sum(
+            0.5 * (theta[n] - final[n].detach()).pow(2).sum()  # type: ignore[index]
+            for n in self.adapt_names
+        )
+        with torch.no_grad():
+            logits = self._task_forward(
+                self._at_step(final, self.inner_steps - 1),
+                query_x,  # type: ignore[arg-type]
+            )
+            query_loss = self._summed_loss(logits, query_y)
+        return surrogate, query_loss, logits  # type: ignore[return-value]
+
+    def _metrics(self, loss: float, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        metrics = {"loss": loss}
+        if self.task == "classification":
+            metrics["accuracy"] = float((outputs.argmax(-1) == targets).float().mean())
+        return metrics
 
     def meta_loss(
         self,
@@ -371,17 +512,21 @@ class MetaLearner(nn.Module):
     ) -> tuple[Tensor, dict[str, float]]:
         """Mean over tasks of the (step-weighted) query loss after adaptation.
 
-        Differentiable w.r.t. ``self.parameters()``. ``metrics`` holds ``loss`` and ``accuracy``
-        (query accuracy after the last inner step, mean over tasks). The graph of every task is
-        kept until you call ``backward``; :meth:`meta_backward` bounds that memory.
+        Differentiable w.r.t. ``self.parameters()``. ``metrics`` holds ``loss`` (the query loss)
+        and, for classification, ``accuracy`` (query accuracy after the last inner step, mean
+        over tasks). The graph of every task is kept until you call ``backward``;
+        :meth:`meta_backward` bounds that memory. For Reptile the returned tensor is the
+        surrogate ``0.5 * mean_b ||theta - phi_b||^2`` whose gradient is the Reptile direction.
         """
-        check_episode(support_x, support_y, query_x, query_y)
+        check_episode(support_x, support_y, query_x, query_y, task=self.task)
         self._check_labels(support_x, support_y, query_y)
-        weights = self.step_weights(iteration).tolist()
-        total, logits = self._summed_task_losses(support_x, support_y, query_x, query_y, weights)
-        loss = total / support_x.shape[0]
-        accuracy = (logits.argmax(-1) == query_y).float().mean()
-        return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+        it = self.iteration if iteration is None else iteration
+        weights = self.step_weights(it).tolist()
+        outer, query_loss, outputs = self._summed_task_losses(
+            support_x, support_y, query_x, query_y, weights, self.first_order_at(it)
+        )
+        tasks = support_x.shape[0]
+        return outer / tasks, self._metrics(float(query_loss) / tasks, outputs, query_y)
 
     def meta_backward(
         self,
@@ -400,22 +545,34 @@ class MetaLearner(nn.Module):
         is adapted, scored and backpropagated before the next starts, so peak memory is that of
         one group; the gradients equal those of :meth:`meta_loss` up to float rounding.
         """
-        check_episode(support_x, support_y, query_x, query_y)
+        check_episode(support_x, support_y, query_x, query_y, task=self.task)
         self._check_labels(support_x, support_y, query_y)
-        weights = self.step_weights(iteration).tolist()
+        it = self.iteration if iteration is None else iteration
+        weights = self.step_weights(it).tolist()
+        first_order = self.first_order_at(it)
         tasks = support_x.shape[0]
         size = tasks_per_backward or self.tasks_per_backward or tasks
         size = positive_int("tasks_per_backward", size)
         loss_sum, correct = 0.0, 0.0
         for start in range(0, tasks, size):
             group = slice(start, start + size)
-            total, logits = self._summed_task_losses(
-                support_x[group], support_y[group], query_x[group], query_y[group], weights
+            outer, query_loss, outputs = self._summed_task_losses(
+                support_x[group],
+                support_y[group],
+                query_x[group],
+                query_y[group],
+                weights,
+                first_order,
             )
-            (total / tasks).backward()
-            loss_sum += float(total.detach())
-            correct += float((logits.argmax(-1) == query_y[group]).float().mean(1).sum())
-        return {"loss": loss_sum / tasks, "accuracy": correct / tasks}
+            (outer / tasks).backward()
+            loss_sum += float(query_loss)
+            if self.task == "classification":
+                hits = (outputs.argmax(-1) == query_y[group]).float()
+                correct += float(hits.mean(1).sum())
+        metrics = {"loss": loss_sum / tasks}
+        if self.task == "classification":
+            metrics["accuracy"] = correct / tasks
+        return metrics
 
     def score_tasks(
         self,
@@ -426,24 +583,35 @@ class MetaLearner(nn.Module):
         *,
         steps: int | None = None,
     ) -> TaskScores:
-        """Query loss and accuracy of each task after every inner step (no meta-graph is kept)."""
-        check_episode(support_x, support_y, query_x, query_y)
+        """Query loss (and accuracy) of each task after every inner step; no meta-graph is kept.
+
+        The query pass after step ``k`` uses the per-step BatchNorm tensors of step ``k - 1``
+        (of step 0 before adaptation), as during meta-training.
+        """
+        check_episode(support_x, support_y, query_x, query_y, task=self.task)
         self._check_labels(support_x, support_y, query_y)
         steps = self.inner_steps if steps is None else positive_int("steps", steps)
         params = self._task_params(support_x.shape[0], detach=True)
         trajectory = self._trajectory(params, support_x, support_y, steps, first_order=True)
+        classification = self.task == "classification"
         losses, accuracies = [], []
         with torch.no_grad():
             for chunk in self._query_chunks(query_x):
                 qx, qy = query_x[chunk], query_y[chunk]
                 step_losses, step_accuracies = [], []
-                for step_params in trajectory:
-                    logits = self._task_forward(task_slice(step_params, self._per_task, chunk), qx)
-                    step_losses.append(task_losses(self.loss_fn, logits, qy))
-                    step_accuracies.append((logits.argmax(-1) == qy).float().mean(1))
+                for k, step_params in enumerate(trajectory):
+                    chosen = self._at_step(
+                        task_slice(step_params, self._per_task, chunk),  # type: ignore[arg-type]
+                        max(k - 1, 0),
+                    )
+                    outputs = self._task_forward(chosen, qx)
+                    step_losses.append(task_losses(self.loss_fn, outputs, qy))
+                    if classification:
+                        step_accuracies.append((outputs.argmax(-1) == qy).float().mean(1))
                 losses.append(torch.stack(step_losses, dim=1))
-                accuracies.append(torch.stack(step_accuracies, dim=1))
-        return TaskScores(torch.cat(losses), torch.cat(accuracies))
+                if classification:
+                    accuracies.append(torch.stack(step_accuracies, dim=1))
+        return TaskScores(torch.cat(losses), torch.cat(accuracies) if classification else None)
 
     def learned_inner_lrs(self) -> dict[str, list[float]]:
         """Current inner learning rates per adapting tensor and step (constant for ``fixed``)."""

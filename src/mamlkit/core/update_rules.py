@@ -7,6 +7,11 @@ Each rule is a small ``nn.Module`` whose own parameters (if any) are learned by 
   (the seed document's ``alpha`` per parameter).
 * ``per_tensor_per_step``: one learned learning rate per parameter tensor *and* inner step
   (MAML++'s LSLR, "learning per-layer per-step learning rates").
+* ``per_element``: a learned learning rate for every element of every adapting tensor, shared by
+  all steps (Meta-SGD, Li et al. 2017: the rate is a tensor of the parameter's shape).
+* ``adam``: inner Adam with ``beta1 = 0`` (Nichol et al. 2018 use it for Reptile), not learned;
+  its moment estimates live in a per-adaptation ``state`` that :func:`~mamlkit.core.adapt`
+  threads through the steps.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import Tensor, nn
 
 Params = dict[str, Tensor]
 
-UPDATE_RULES = ("fixed", "per_tensor", "per_tensor_per_step")
+UPDATE_RULES = ("fixed", "per_tensor", "per_tensor_per_step", "per_element", "adam")
 
 
 def check_learning_rate(lr: float) -> float:
@@ -48,8 +53,19 @@ class InnerUpdate(nn.Module):
     def learning_rate(self, name: str, step: int) -> Tensor | float:
         raise NotImplementedError
 
-    def forward(self, params: Params, grads: Params, step: int) -> Params:
-        """Return a new parameter dict; tensors without a gradient entry are carried over."""
+    def initial_state(self) -> dict[str, Tensor]:
+        """The optimiser state an adaptation starts from (empty: plain gradient descent)."""
+        return {}
+
+    def forward(
+        self, params: Params, grads: Params, step: int, state: dict[str, Tensor] | None = None
+    ) -> Params:
+        """Return a new parameter dict; tensors without a gradient entry are carried over.
+
+        ``state`` (from :meth:`initial_state`) carries optimiser moments from step to step; the
+        rules here that need one replace its entries with new tensors (nothing is modified in
+        place, so second-order gradients flow through it).
+        """
         updated = dict(params)
         for name, grad in grads.items():
             updated[name] = params[name] - self.learning_rate(name, step) * grad
@@ -96,18 +112,99 @@ class PerTensorPerStepLR(InnerUpdate):
     def learning_rate(self, name: str, step: int) -> Tensor:
         if step >= self.steps:
             raise ValueError(
-                f"learned per-step inner learning rates exist for {self.steps} steps; "
+                f"learned per-step inner learning rates exist for {self.steps} inner steps; "
                 f"step {step + 1} has none (adapt with at most {self.steps} inner steps)"
             )
         return self.rates[_key(name)][step]
 
 
-def make_update_rule(rule: str, names: Sequence[str], lr: float, steps: int) -> InnerUpdate:
-    """Build the update rule called ``rule`` (one of :data:`UPDATE_RULES`)."""
+class PerElementLR(InnerUpdate):
+    """Meta-SGD: a learned learning rate for every element of every adapting tensor.
+
+    Li et al. (2017) initialise the rates at random in [0.005, 0.1]; here every rate starts at
+    ``lr`` so that Meta-SGD starts from exactly MAML's inner update and the two compare cleanly.
+    """
+
+    def __init__(
+        self, names: Sequence[str], lr: float, steps: int, shapes: dict[str, torch.Size]
+    ) -> None:
+        super().__init__(names, lr, steps)
+        self.rates = nn.ParameterDict(
+            {_key(n): nn.Parameter(torch.full(shapes[n], self.initial_lr)) for n in self.names}
+        )
+
+    def learning_rate(self, name: str, step: int) -> Tensor:
+        return self.rates[_key(name)]
+
+    def learned_rates(self) -> dict[str, list[float]]:
+        """Mean rate per tensor (the full tensors are in ``state_dict()``)."""
+        with torch.no_grad():
+            return {n: [float(self.rates[_key(n)].mean())] * self.steps for n in self.names}
+
+
+class InnerAdam(InnerUpdate):
+    """Adam in the inner loop, ``beta1 = 0`` by default (Nichol et al. 2018, Reptile), not learned.
+
+    Step ``t`` (1-based) of every tensor: ``v <- beta2 v + (1 - beta2) g^2``, ``m <- beta1 m +
+    (1 - beta1) g``, ``theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) +
+    eps)``.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        lr: float,
+        steps: int,
+        betas: tuple[float, float] = (0.0, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(names, lr, steps)
+        self.betas = betas
+        self.eps = eps
+
+    def learning_rate(self, name: str, step: int) -> float:
+        return self.initial_lr
+
+    def forward(
+        self, params: Params, grads: Params, step: int, state: dict[str, Tensor] | None = None
+    ) -> Params:
+        if state is None:
+            raise ValueError("inner Adam needs the state from initial_state() at every step")
+        beta1, beta2 = self.betas
+        t = step + 1
+        updated = dict(params)
+        for name, grad in grads.items():
+            m, v = (1 - beta1) * grad, (1 - beta2) * grad**2
+            if t > 1:
+                m = m + beta1 * state[f"m:{name}"]
+                v = v + beta2 * state[f"v:{name}"]
+            state[f"m:{name}"], state[f"v:{name}"] = m, v
+            m_hat = m / (1 - beta1**t)
+            v_hat = v / (1 - beta2**t)
+            updated[name] = params[name] - self.initial_lr * m_hat / (v_hat.sqrt() + self.eps)
+        return updated
+
+
+def make_update_rule(
+    rule: str,
+    names: Sequence[str],
+    lr: float,
+    steps: int,
+    shapes: dict[str, torch.Size] | None = None,
+) -> InnerUpdate:
+    """Build the update rule called ``rule`` (one of :data:`UPDATE_RULES`).
+
+    ``shapes`` (parameter name -> shape) is needed by ``per_element`` only.
+    """
+    if rule == "per_element":
+        if shapes is None:
+            raise ValueError("the per_element update rule needs the parameter shapes")
+        return PerElementLR(names, lr, steps, shapes)
     classes = {
         "fixed": FixedLR,
         "per_tensor": PerTensorLR,
         "per_tensor_per_step": PerTensorPerStepLR,
+        "adam": InnerAdam,
     }
     if rule not in classes:
         raise ValueError(f"unknown inner update rule {rule!r}; choose one of {UPDATE_RULES}")

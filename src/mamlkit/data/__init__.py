@@ -19,13 +19,14 @@ from mamlkit.data.omniglot import (
     split_characters,
 )
 from mamlkit.data.sampler import Episode, EpisodeSampler, FewShotDataset
-from mamlkit.data.sinusoid import Sinusoid, SinusoidSampler, SinusoidTasks
+from mamlkit.data.sinusoid import Sinusoid, SinusoidSampler, SinusoidTasks, TaskDistribution
 from mamlkit.registry import Registry
 
-#: Dataset factories by name: ``DATASETS.get(name)(root, split, download=..., **options)``, each
-#: giving a :class:`FewShotDataset` for :class:`EpisodeSampler`. (Sinusoid regression tasks come
-#: from :class:`Sinusoid`, which is not registered until the learner trains regression tasks.)
-DATASETS: Registry[Callable[..., FewShotDataset]] = Registry("dataset")
+#: Dataset factories by name: ``DATASETS.get(name)(root, split, download=..., **options)``. A
+#: classification factory gives a :class:`FewShotDataset` for :class:`EpisodeSampler`; a factory
+#: with ``task = "regression"`` (``sinusoid``) gives a :class:`TaskDistribution`, which makes its
+#: own sampler with ``task_sampler(shots, queries, meta_batch, seed=...)``.
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 
 
 @DATASETS.register("omniglot")
@@ -68,6 +69,9 @@ def make_miniimagenet(
     )
 
 
+#: Sinusoid regression (Finn et al. 2017, section 5.1); generated on the fly, nothing to download.
+DATASETS.add("sinusoid", Sinusoid)
+
 __all__ = [
     "DATASETS",
     "ChecksumError",
@@ -82,6 +86,7 @@ __all__ = [
     "Sinusoid",
     "SinusoidSampler",
     "SinusoidTasks",
+    "TaskDistribution",
     "download_omniglot",
     "make_miniimagenet",
     "make_omniglot",

@@ -75,7 +75,8 @@ def _check_split(split: str) -> str:
 
 
 class Sinusoid:
-    """The sinusoid task distribution of one split; ``task_sampler`` draws episodes from it.
+    """Sinusoid regression y = A sin(x - phase) (Finn et al. 2017), generated: the task
+    distribution of one split, whose ``task_sampler`` draws episodes (train it with --model mlp).
 
     ``root`` and ``download`` are accepted (and ignored) so the class works as a ``DATASETS``
     factory: the tasks need no files. The split only selects an independent random stream.

@@ -5,6 +5,8 @@ linear head. BatchNorm follows the MAML papers' convention: it always normalises
 statistics of the batch it is given (``track_running_stats=False``), in training and at test time,
 so each task's support and query sets are normalised by their own statistics and no running
 averages leak across tasks. Its affine scale and shift are ordinary parameters (they adapt).
+``track_running_stats=True`` builds the layers with running statistics instead, which MAML++'s
+per-step statistics (BNRS) collect during meta-training and normalise with at evaluation.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from mamlkit.checks import FOUR_POOLS, model_sizes
 
 
 class ConvBlock(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, track_running_stats: bool = False
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-        self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
+        self.norm = nn.BatchNorm2d(out_channels, track_running_stats=track_running_stats)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
 
@@ -37,7 +41,12 @@ class Conv4(nn.Module):
     input_ndim: int | None = 3
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 5, hidden: int = 64, image_size: int = 28
+        self,
+        in_channels: int = 1,
+        num_classes: int = 5,
+        hidden: int = 64,
+        image_size: int = 28,
+        track_running_stats: bool = False,
     ) -> None:
         super().__init__()
         model_sizes(
@@ -51,7 +60,7 @@ class Conv4(nn.Module):
         self.features = nn.Sequential()
         channels = in_channels
         for i in range(1, 5):
-            self.features.add_module(f"block{i}", ConvBlock(channels, hidden))
+            self.features.add_module(f"block{i}", ConvBlock(channels, hidden, track_running_stats))
             channels = hidden
         side = image_size
         for _ in range(4):

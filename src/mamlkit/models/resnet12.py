@@ -23,21 +23,30 @@ from mamlkit.checks import FOUR_POOLS, model_sizes, positive_int
 WIDTH_RATIOS = (1.0, 2.5, 5.0, 10.0)
 
 
-def _conv_bn(in_channels: int, out_channels: int, kernel_size: int) -> tuple[nn.Conv2d, nn.Module]:
+def _conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, track: bool
+) -> tuple[nn.Conv2d, nn.Module]:
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-    return conv, nn.BatchNorm2d(out_channels, track_running_stats=False)
+    return conv, nn.BatchNorm2d(out_channels, track_running_stats=track)
 
 
 class ResidualBlock(nn.Module):
     """Three 3x3 conv + BatchNorm layers plus a 1x1 conv + BatchNorm shortcut, then pool by 2."""
 
-    def __init__(self, in_channels: int, out_channels: int, slope: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        slope: float = 0.1,
+        track_running_stats: bool = False,
+    ) -> None:
         super().__init__()
-        self.conv1, self.norm1 = _conv_bn(in_channels, out_channels, 3)
-        self.conv2, self.norm2 = _conv_bn(out_channels, out_channels, 3)
-        self.conv3, self.norm3 = _conv_bn(out_channels, out_channels, 3)
+        track = track_running_stats
+        self.conv1, self.norm1 = _conv_bn(in_channels, out_channels, 3, track)
+        self.conv2, self.norm2 = _conv_bn(out_channels, out_channels, 3, track)
+        self.conv3, self.norm3 = _conv_bn(out_channels, out_channels, 3, track)
         self.shortcut = nn.Sequential()
-        conv, norm = _conv_bn(in_channels, out_channels, 1)
+        conv, norm = _conv_bn(in_channels, out_channels, 1, track)
         self.shortcut.add_module("conv", conv)
         self.shortcut.add_module("norm", norm)
         self.relu = nn.LeakyReLU(slope)
@@ -59,6 +68,8 @@ class ResNet12(nn.Module):
         hidden: width of the first block; the others are 2.5x, 5x and 10x it.
         image_size: input side; at least 16 (four 2x2 pools).
         channels: the four block widths, overriding ``hidden``.
+        track_running_stats: BatchNorm with running statistics (for MAML++'s per-step
+            statistics, BNRS) instead of batch statistics only.
 
     Parameter names: ``features.block{1..4}.{conv,norm}{1,2,3}.*``,
     ``features.block{1..4}.shortcut.{conv,norm}.*`` and ``head.{weight,bias}`` (so
@@ -75,6 +86,7 @@ class ResNet12(nn.Module):
         hidden: int = 64,
         image_size: int = 84,
         channels: Sequence[int] | None = None,
+        track_running_stats: bool = False,
     ) -> None:
         super().__init__()
         model_sizes(
@@ -93,7 +105,9 @@ class ResNet12(nn.Module):
         self.features = nn.Sequential()
         width = in_channels
         for i, out in enumerate(self.channels, start=1):
-            self.features.add_module(f"block{i}", ResidualBlock(width, out))
+            self.features.add_module(
+                f"block{i}", ResidualBlock(width, out, track_running_stats=track_running_stats)
+            )
             width = out
         self.head = nn.Linear(width, num_classes)
         self.reset_parameters()

@@ -80,7 +80,9 @@ class BatchedForward:
 
     @property
     def name(self) -> str:
-        return "loop" if self.disabled else "batched"
+        """``"loop"`` while the model runs task by task (after a fallback, or in a mode the
+        program cannot run, e.g. BatchNorm updating running statistics in training)."""
+        return "loop" if self.disabled or self.program.unsupported_state() else "batched"
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         reason = self.disabled or self.program.unsupported_state()

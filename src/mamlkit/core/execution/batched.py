@@ -37,12 +37,15 @@ Env = dict[str, Any]
 
 def per_task_names(params: Params, param_ndim: dict[str, int]) -> set[str]:
     """The names in ``params`` that carry a leading task dimension (one more dim than the
-    model's parameter of that name); the others are shared by all tasks."""
-    return {n for n, v in params.items() if v.dim() == param_ndim[n] + 1}
+    model's parameter of that name); the others (and buffers, e.g. per-step BatchNorm running
+    statistics) are shared by all tasks."""
+    return {n for n, v in params.items() if n in param_ndim and v.dim() == param_ndim[n] + 1}
 
 
-class NotBatchable(Exception):
-    """The model uses something the task-batched program cannot run; the message says what."""
+class NotBatchable(ValueError):
+    """The model uses something the task-batched program cannot run; the message says what.
+
+    A ``ValueError``: forcing ``execution="batched"`` on such a model is a bad argument."""
 
 
 ELEMENTWISE_MODULES = (
@@ -282,8 +285,9 @@ class TaskBatchedProgram:
                 if x.device.type == "cpu":
                     return kernels.batch_norm_train(x, weight, bias, bn.eps)
                 return F.batch_norm(x, None, None, weight, bias, True, 0.0, bn.eps)
-            mean = bn.running_mean.repeat(tasks)
-            var = bn.running_var.repeat(tasks)
+            # Running statistics passed in ``params`` (MAML++'s per-step ones) replace the layer's.
+            mean = params.get(prefix + "running_mean", bn.running_mean).repeat(tasks)
+            var = params.get(prefix + "running_var", bn.running_var).repeat(tasks)
             return F.batch_norm(x, mean, var, weight, bias, False, 0.0, bn.eps)
 
         return run
