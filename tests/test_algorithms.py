@@ -27,11 +27,12 @@ from test_core_gradients import (
 # -- variants ------------------------------------------------------------------------------------
 
 
-def test_a_variant_switches_settings_off_and_keeps_its_full_name() -> None:
-    spec = parse_algorithm("mamlpp[bn_per_step_stats=false, derivative_annealing=false]")
-    assert spec.name == "mamlpp[bn_per_step_stats=false, derivative_annealing=false]"
-    assert not spec.bn_per_step_stats and not spec.derivative_annealing
+def test_a_variant_switches_settings_and_keeps_its_full_name() -> None:
+    spec = parse_algorithm("mamlpp[bn_per_step_stats=true, derivative_annealing=false]")
+    assert spec.name == "mamlpp[bn_per_step_stats=true, derivative_annealing=false]"
+    assert spec.bn_per_step_stats and not spec.derivative_annealing
     assert spec.bn_per_step_weights and spec.update_rule == "per_tensor_per_step"
+    assert not parse_algorithm("mamlpp").bn_per_step_stats  # BNRS is opt-in (docs/algorithms.md)
     assert parse_algorithm("maml[adapt=head.*|features.block4.*]").adapt == (
         "head.*",
         "features.block4.*",
@@ -173,6 +174,8 @@ def test_derivative_order_annealing_is_first_then_second_order(execution: str) -
 
 # -- MAML++: per-step BatchNorm weights and running statistics -----------------------------------
 
+BNRS = "mamlpp[bn_per_step_stats=true]"
+
 
 def test_per_step_batch_norm_weights_refuse_more_steps_than_trained() -> None:
     learner = make_learner("mamlpp", "loop", inner_lr=0.3, inner_steps=2)
@@ -183,9 +186,9 @@ def test_per_step_batch_norm_weights_refuse_more_steps_than_trained() -> None:
 
 def test_per_step_statistics_need_a_model_that_tracks_them() -> None:
     with pytest.raises(ValueError, match="track_running_stats=True"):
-        MetaLearner(tiny_conv(), "mamlpp", inner_steps=2)
-    # a model without BatchNorm has nothing per step: MAML++ runs on it
-    MetaLearner(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), "mamlpp", inner_steps=2)
+        MetaLearner(tiny_conv(), BNRS, inner_steps=2)
+    # a model without BatchNorm has nothing per step: MAML++ with BNRS runs on it
+    MetaLearner(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), BNRS, inner_steps=2)
 
 
 def stats_of(learner: MetaLearner, step: int) -> dict[str, torch.Tensor]:
@@ -196,7 +199,7 @@ def stats_of(learner: MetaLearner, step: int) -> dict[str, torch.Tensor]:
 
 
 def test_running_statistics_are_collected_per_step_in_training() -> None:
-    learner = make_learner("mamlpp", "loop", inner_lr=0.3, inner_steps=3)
+    learner = make_learner(BNRS, "loop", inner_lr=0.3, inner_steps=3)
     assert learner.per_step.buffer_names, "mamlpp must keep per-step running statistics"
     before = {s: stats_of(learner, s) for s in range(3)}
     learner.meta_loss(*episode())
@@ -210,7 +213,7 @@ def test_running_statistics_are_collected_per_step_in_training() -> None:
 
 @pytest.mark.parametrize("execution", ["loop", "auto"])
 def test_evaluation_normalises_each_step_with_its_own_running_statistics(execution: str) -> None:
-    learner = make_learner("mamlpp", execution, inner_lr=0.3, inner_steps=2)
+    learner = make_learner(BNRS, execution, inner_lr=0.3, inner_steps=2)
     data = episode()
     learner.meta_loss(*data)  # collect some statistics
     learner.eval()
@@ -221,7 +224,7 @@ def test_evaluation_normalises_each_step_with_its_own_running_statistics(executi
     torch.testing.assert_close(moved[:, :2], base[:, :2])  # theta_0 and theta_1 use step 0
     assert (moved[:, 2] - base[:, 2]).abs().max() > 1e-6  # theta_2 is scored with step 1
     learner.train()  # training normalises with batch statistics: the tables do not matter
-    trained = make_learner("mamlpp", execution, inner_lr=0.3, inner_steps=2)
+    trained = make_learner(BNRS, execution, inner_lr=0.3, inner_steps=2)
     trained.load_state_dict(learner.state_dict())
     torch.testing.assert_close(
         learner.meta_loss(*data)[0], trained.meta_loss(*data)[0], rtol=0, atol=0
@@ -229,9 +232,9 @@ def test_evaluation_normalises_each_step_with_its_own_running_statistics(executi
 
 
 def test_batched_evaluation_reads_the_per_step_statistics() -> None:
-    loop = make_learner("mamlpp", "loop", inner_lr=0.3, inner_steps=2)
+    loop = make_learner(BNRS, "loop", inner_lr=0.3, inner_steps=2)
     loop.meta_loss(*episode())
-    auto = make_learner("mamlpp", "auto", inner_lr=0.3, inner_steps=2)
+    auto = make_learner(BNRS, "auto", inner_lr=0.3, inner_steps=2)
     auto.load_state_dict(loop.state_dict())
     loop.eval()
     auto.eval()
@@ -282,4 +285,4 @@ def test_a_few_iterations_of_every_preset_lower_the_query_loss(name: str) -> Non
 def test_forcing_batched_execution_with_per_step_statistics_is_a_clear_error() -> None:
     model = tiny_conv(track_running_stats=True)
     with pytest.raises(ValueError, match=r"execution='auto'.*mamlpp\[bn_per_step_stats=false\]"):
-        MetaLearner(model, "mamlpp", inner_steps=2, execution="batched")
+        MetaLearner(model, BNRS, inner_steps=2, execution="batched")

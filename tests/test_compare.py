@@ -230,6 +230,18 @@ def test_recommendations_follow_the_measurements() -> None:
     assert "mamlpp overshoots: test accuracy peaks after inner step 1" in text
 
 
+def test_an_algorithm_at_chance_is_named_and_not_called_the_most_stable() -> None:
+    stuck = {**fake("mamlpp[bn_per_step_stats=true]", 500.0, 1500, 0.208), "chance": 0.2}
+    stuck["test_std"] = 0.03
+    algos = [{**fake("maml", 300.0, 1000, 0.86), "chance": 0.2}, stuck]
+    text = "\n".join(recommendations(algos))
+    assert "**mamlpp[bn_per_step_stats=true]** did not learn in this setting" in text
+    assert (
+        "Most stable across test tasks (lowest standard deviation of per-task accuracy, "
+        "among those that learned): **maml**" in text
+    )
+
+
 def test_render_report_without_plots_or_memory() -> None:
     record = {
         **fake("maml", 10.0, None, 0.5),

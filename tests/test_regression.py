@@ -203,3 +203,10 @@ def test_compare_refuses_regression_datasets_when_planning() -> None:
         plan_algorithms(
             COMPARE_PRESETS.get("quick"), ["maml"], train_layers=[{"dataset": "sinusoid"}]
         )
+
+
+def test_downloading_the_generated_sinusoid_is_refused() -> None:
+    from mamlkit.data import Sinusoid
+
+    with pytest.raises(ValueError, match="nothing to download"):
+        Sinusoid(split="train", download=True)

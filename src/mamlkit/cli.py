@@ -278,11 +278,7 @@ def list_lines(width: int = 100) -> list[str]:
     lines = ["algorithms (mamlkit train --algorithm NAME):"]
     for name in ALGORITHMS:
         spec = ALGORITHMS.get(name)
-        settings = " ".join(
-            f"{f.name}={_setting_text(getattr(spec, f.name))}"
-            for f in dataclasses.fields(spec)
-            if f.name not in ("name", "reference")
-        )
+        settings = " ".join(f"{k}={_setting_text(v)}" for k, v in spec.settings().items())
         lines += entry(name, settings)
         reference = getattr(spec, "reference", "")
         if reference:

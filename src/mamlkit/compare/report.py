@@ -75,9 +75,22 @@ def recommendations(algorithms: list[dict[str, Any]]) -> list[str]:
     if measured:
         lean = min(measured, key=lambda a: a["peak_memory_bytes"])
         lines.append(f"Least peak memory: **{lean['name']}** ({_mib(lean['peak_memory_bytes'])}).")
-    steady = min(algorithms, key=lambda a: a["test_std"])
+    # An algorithm at chance is "stable" only in being uniformly wrong: it is named as such.
+    at_chance = [
+        a
+        for a in algorithms
+        if a.get("chance") is not None and a["test_accuracy"] - a["test_ci95"] <= a["chance"] + 0.02
+    ]
+    for a in at_chance:
+        lines.append(
+            f"**{a['name']}** did not learn in this setting: its test accuracy "
+            f"({_pct(a['test_accuracy'])}) is within 2 points of chance ({_pct(a['chance'])})."
+        )
+    learned = [a for a in algorithms if a not in at_chance] or algorithms
+    steady = min(learned, key=lambda a: a["test_std"])
     lines.append(
-        f"Most stable across test tasks (lowest standard deviation of per-task accuracy): "
+        f"Most stable across test tasks (lowest standard deviation of per-task accuracy"
+        f"{', among those that learned' if at_chance else ''}): "
         f"**{steady['name']}** ({_pct(steady['test_std'])})."
     )
     for a in algorithms:
@@ -103,25 +116,37 @@ SETTING_KEYS = (
     "outer_lr",
     "outer_lr_schedule",
     "msl_anneal_iterations",
+    "first_order_iterations",
     "seed",
 )
+
+
+def setting(algorithm: dict[str, Any], key: str) -> Any:
+    """A training setting of ``algorithm`` as it ran: an unset outer-LR schedule is the
+    algorithm's own (cosine for the MAML++ presets), a key older results lack is "-"."""
+    value = algorithm["config"].get(key, "-")
+    if key == "outer_lr_schedule" and value is None:
+        from mamlkit.core.algorithms import resolve_algorithm
+
+        value = resolve_algorithm(algorithm["name"]).outer_lr_schedule
+    return value
 
 
 def settings_table(algorithms: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: the training settings shared by all algorithms, then those that differ."""
     if not algorithms:
         return []
-    shared = [k for k in SETTING_KEYS if len({repr(a["config"][k]) for a in algorithms}) == 1]
+    shared = [k for k in SETTING_KEYS if len({repr(setting(a, k)) for a in algorithms}) == 1]
     lines = [
         "Training settings shared by all algorithms: "
-        + ", ".join(f"{k} {algorithms[0]['config'][k]}" for k in shared)
+        + ", ".join(f"{k} {setting(algorithms[0], k)}" for k in shared)
         + "."
     ]
     lines.append("")
     differing = [k for k in SETTING_KEYS if k not in shared]
     if differing:
         for a in algorithms:
-            lines.append(f"- {a['name']}: " + ", ".join(f"{k} {a['config'][k]}" for k in differing))
+            lines.append(f"- {a['name']}: " + ", ".join(f"{k} {setting(a, k)}" for k in differing))
         lines.append("")
     steps = {
         a["name"]: a["evaluation"]["inner_steps"] or a["config"]["inner_steps"] for a in algorithms

@@ -17,7 +17,7 @@ from typing import Any
 
 from mamlkit.compare.presets import ComparePreset
 from mamlkit.config import ConfigError, EvalConfig, TrainConfig, build_config
-from mamlkit.core.algorithms import ALGORITHMS
+from mamlkit.core.algorithms import resolve_algorithm
 from mamlkit.io import atomic_write_json, atomic_write_text
 
 
@@ -54,7 +54,7 @@ def plan_algorithms(
         raise ConfigError(f"--algorithms lists a name twice: {','.join(names)}")
     plans: dict[str, dict[str, Any]] = {}
     for name in names:
-        ALGORITHMS.get(name)  # unknown names fail here, with "did you mean"
+        resolve_algorithm(name)  # unknown names and bad variants fail here, with "did you mean"
         train_values = [
             {k: v for k, v in layer.items() if k != "algorithm"} for layer in train_layers
         ]

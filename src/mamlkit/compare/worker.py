@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mamlkit.config import EvalConfig, TrainConfig, build_config
-from mamlkit.core.algorithms import ALGORITHMS
+from mamlkit.core.algorithms import resolve_algorithm
 from mamlkit.io import atomic_write_json
 
 
@@ -87,7 +87,7 @@ def run_plan(folder: Path) -> dict[str, Any]:
         "per_step_test_loss": result.per_step_loss,
         "task_accuracies": result.task_accuracies,
         "learned_inner_lrs": summary["learned_inner_lrs"]
-        if ALGORITHMS.get(config.algorithm).update_rule != "fixed"
+        if resolve_algorithm(config.algorithm).update_rule != "fixed"
         else None,
         "train_curve": [
             {

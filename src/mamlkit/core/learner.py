@@ -630,7 +630,8 @@ class MAML(MetaLearner):
     """The seed document's entry point: flip ``first_order`` / ``plus_plus`` to switch algorithm.
 
     ``MAML(model)`` is MAML (Finn 2017); ``first_order=True`` FOMAML; ``plus_plus=True`` MAML++
-    (multi-step loss + per-layer per-step learned LRs); both flags: first-order MAML++.
+    (the ``mamlpp`` preset: multi-step loss, per-layer per-step learned LRs, per-step BatchNorm
+    weights, derivative-order annealing, cosine meta LR); both flags: first-order MAML++.
 
     >>> import torch, mamlkit
     >>> learner = mamlkit.MAML(torch.nn.Linear(4, 3), inner_lr=0.1, inner_steps=2, plus_plus=True)

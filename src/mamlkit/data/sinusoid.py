@@ -78,8 +78,9 @@ class Sinusoid:
     """Sinusoid regression y = A sin(x - phase) (Finn et al. 2017), generated: the task
     distribution of one split, whose ``task_sampler`` draws episodes (train it with --model mlp).
 
-    ``root`` and ``download`` are accepted (and ignored) so the class works as a ``DATASETS``
-    factory: the tasks need no files. The split only selects an independent random stream.
+    ``root`` is accepted (and unused) so the class works as a ``DATASETS`` factory: the tasks need
+    no files. ``download=True`` is refused, not ignored: there is nothing to download. The split
+    only selects an independent random stream.
     """
 
     task = "regression"
@@ -96,6 +97,10 @@ class Sinusoid:
         phase: Range = (0.0, math.pi),
         x_range: Range = (-5.0, 5.0),
     ) -> None:
+        if download:
+            raise ValueError(
+                "sinusoid tasks are generated, there is nothing to download: drop --download"
+            )
         self.split = _check_split(split)
         self.amplitude = _check_range("amplitude", amplitude)
         self.phase = _check_range("phase", phase)
