@@ -64,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="meta-train a model into a run folder")
-    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--out", help="run folder to write (required unless --resume)")
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its checkpoint, with its own config.yaml (no other "
+        "options)",
+    )
     train.add_argument("--config", help="YAML file of config keys (flags override it)")
     train.add_argument(
         "--preset",
@@ -154,10 +160,28 @@ def _eval_hint(out: str, evaluation: dict[str, Any]) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mamlkit.runs import train_run
+    from mamlkit.runs import CONFIG_FILE, train_run
 
-    config, evaluation = train_config(args)
-    summary = train_run(config, args.out, overwrite=args.overwrite)
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _given(args, TrainConfig)]
+        given += [flag for flag, value in (("--out", args.out), ("--config", args.config),
+                  ("--preset", args.preset), ("--overwrite", args.overwrite)) if value]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"--resume continues the run with its own {CONFIG_FILE}; drop {', '.join(given)}"
+            )
+        config_path = os.path.join(args.resume, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{args.resume} has no {CONFIG_FILE}: not a mamlkit run folder")
+        config = build_config(TrainConfig, load_yaml(config_path))
+        summary = train_run(config, args.resume, resume=True)
+        args.out = args.resume
+        evaluation = None
+    else:
+        if not args.out:
+            raise ValueError("give --out DIR for the run folder (or --resume DIR to continue one)")
+        config, evaluation = train_config(args)
+        summary = train_run(config, args.out, overwrite=args.overwrite)
     print(
         f"trained {summary['algorithm']} for {summary['iterations']} iterations in "
         f"{summary['train_seconds']:.1f} s (final train loss {summary['final_train_loss']:.4f}); "
@@ -309,8 +333,9 @@ def run_guarded(command: str, action: Callable[[], int]) -> int:
     """
     try:
         return action()
-    except KeyboardInterrupt:
-        print(f"mamlkit {command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        detail = f": {error}" if str(error) else ""
+        print(f"mamlkit {command}: interrupted{detail}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, KeyError, OSError, FloatingPointError) as error:
         if os.environ.get("MAMLKIT_DEBUG"):

@@ -66,6 +66,10 @@ class TrainConfig:
     data_root: str | None = _option(None, "data folder (default $MAMLKIT_DATA or ~/.cache/mamlkit)")
     download: bool = _option(False, "download missing data archives")
     log_every: int = _option(10, "iterations between metrics.jsonl records")
+    checkpoint_every: int = _option(
+        100,
+        "iterations between checkpoints (checkpoint.safetensors; one is also written at the end)",
+    )
     progress: bool = _option(True, "show progress bars")
 
     def __post_init__(self) -> None:
@@ -108,6 +112,7 @@ POSITIVE_INTS = (
     "iterations",
     "hidden",
     "log_every",
+    "checkpoint_every",
     "tasks",
 )
 

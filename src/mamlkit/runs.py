@@ -2,7 +2,9 @@
 
 Run folder contents: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per
 logged iteration), ``model.safetensors`` (the learner's state: model weights and learned inner
-learning rates), ``summary.json`` (written at the end), and ``eval.json`` after ``mamlkit eval``
+learning rates), ``checkpoint.safetensors`` (everything to resume exactly, see
+:mod:`mamlkit.checkpoint`), ``summary.json`` (written at the end), and ``eval.json`` after
+``mamlkit eval``
 (for a regression dataset such as ``sinusoid`` also ``fits.png``, the fits to a few test tasks).
 
 A dataset whose ``task`` is ``"regression"`` (a :class:`~mamlkit.data.TaskDistribution`) makes
@@ -18,12 +20,16 @@ import datetime
 import inspect
 import json
 import platform
-from collections.abc import Callable
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mamlkit.checkpoint import CHECKPOINT_FILE, TrainingState, load_checkpoint, save_checkpoint
 from mamlkit.config import ConfigError, EvalConfig, TrainConfig, build_config, dump_yaml, load_yaml
 from mamlkit.core.algorithms import resolve_algorithm
 from mamlkit.core.learner import MetaLearner
@@ -217,10 +223,11 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run")
-    if (out / WEIGHTS_FILE).exists() or (out / "metrics.jsonl").exists():
+    if any((out / name).exists() for name in (WEIGHTS_FILE, "metrics.jsonl", CHECKPOINT_FILE)):
         if not overwrite:
             raise ConfigError(
-                f"{out} already holds a run; choose another --out or pass --overwrite"
+                f"{out} already holds a run; choose another --out, pass --overwrite, or continue "
+                f"it with mamlkit train --resume {out}"
             )
         for name in (
             WEIGHTS_FILE,
@@ -229,6 +236,7 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
             "eval.json",
             FITS_FILE,
             CONFIG_FILE,
+            CHECKPOINT_FILE,
         ):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,17 +263,56 @@ def make_scheduler(
 RecordHook = Callable[[dict[str, Any], MetaLearner], None]
 
 
+def _records_up_to(path: Path, iteration: int) -> list[dict[str, Any]]:
+    """The metrics records of iterations ``<= iteration``; the file is rewritten to hold only
+    them (a run stopped after its checkpoint logged iterations that resuming redoes)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    kept = [json.loads(line) for line in lines if line.strip()]
+    kept = [record for record in kept if record["iteration"] <= iteration]
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+    return kept
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(stop: dict[str, bool]) -> Iterator[None]:
+    """First Ctrl-C: ask training to stop after the current iteration (``stop["requested"]``);
+    a second one interrupts at once. Only in the main thread, where signals can be handled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: object) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt(
+                "interrupted again: stopped at once; the last checkpoint is kept"
+            )
+        stop["requested"] = True
+        print("\nstopping after this iteration (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train_run(
     config: TrainConfig,
     out: str | Path,
     *,
     overwrite: bool = False,
     on_record: RecordHook | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Meta-train as ``config`` says, writing the run folder; returns ``summary.json``'s content.
 
     ``on_record(record, learner)`` is called after each logged iteration (its time is not counted
     as training time). Peak memory is measured over training only, after the data is loaded.
+    A checkpoint (:mod:`mamlkit.checkpoint`) is written every ``checkpoint_every`` iterations and
+    at the end; ``resume=True`` continues the run in ``out`` from its checkpoint, exactly (the
+    weights after N + M iterations are bit-identical to those of an uninterrupted run). Ctrl-C
+    stops after the current iteration, writes a checkpoint and raises ``KeyboardInterrupt``
+    with the command that resumes; a second Ctrl-C stops at once, keeping the last checkpoint.
     """
     device = resolve_device(config.device)
     if config.threads is not None:
@@ -279,14 +326,48 @@ def train_run(
     learner = build_learner(config, dataset.image_shape, task=task, num_outputs=num_outputs).to(
         device
     )
-    out = prepare_out_dir(out, overwrite)
-    atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.outer_lr)
     scheduler = make_scheduler(config, optimizer)
     records: list[dict[str, Any]] = []
-    initial_weights = digest_state(dict(learner.model.named_parameters()))
+    start, seconds_so_far = 0, 0.0
+    state = TrainingState(learner, config.algorithm, optimizer, scheduler, sampler)
+    if resume:
+        out = Path(out)
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise ConfigError(f"{out} has no {CHECKPOINT_FILE} to resume from")
+        start, seconds_so_far, facts = load_checkpoint(out / CHECKPOINT_FILE, state)
+        if start >= config.iterations:
+            raise ConfigError(
+                f"{out} already finished its {config.iterations} iterations; nothing to resume"
+            )
+        initial_weights = facts.get("initial_weights_sha256")
+        records = _records_up_to(out / "metrics.jsonl", start)
+    else:
+        out = prepare_out_dir(out, overwrite)
+        atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+        initial_weights = digest_state(dict(learner.model.named_parameters()))
     stream = TensorDigest()
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+    stop = {"requested": False}
+
+    def checkpoint(done: int, seconds: float) -> None:
+        save_checkpoint(
+            out / CHECKPOINT_FILE,
+            state,
+            iteration=done,
+            train_seconds=seconds,
+            run={"initial_weights_sha256": initial_weights},
+        )
+
+    def on_iteration(done: int, seconds: float) -> None:
+        if stop["requested"] or done % config.checkpoint_every == 0 or done == config.iterations:
+            checkpoint(done, seconds)
+        if stop["requested"]:
+            raise KeyboardInterrupt(
+                f"interrupted after iteration {done} of {config.iterations}; checkpoint saved; "
+                f"continue with: mamlkit train --resume {out}"
+            )
+
+    with _stop_on_sigint(stop), open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
 
         def on_log(record: dict[str, Any]) -> None:
             records.append(record)
@@ -307,13 +388,17 @@ def train_run(
                 log_every=config.log_every,
                 on_log=on_log,
                 description=f"train {config.algorithm}",
+                start=start,
+                train_seconds=seconds_so_far,
+                on_iteration=on_iteration,
             )
     save_learner(out / WEIGHTS_FILE, learner, config, dataset.image_shape, num_outputs=num_outputs)
     tail = losses[-max(1, len(losses) // 10) :]
     summary = {
         "algorithm": config.algorithm,
         "task": task,
-        "iterations": len(losses),
+        "iterations": start + len(losses),
+        "resumed_from_iteration": start or None,  # task_stream_sha256 covers the rest only
         "train_seconds": records[-1]["train_seconds"],
         "seconds_per_iteration": median_or_nan([r["iteration_seconds"] for r in records]),
         "peak_memory_bytes": peak.bytes,

@@ -68,6 +68,9 @@ def fit(
     log_every: int = 1,
     on_log: LogFn | None = None,
     description: str | None = None,
+    start: int = 0,
+    train_seconds: float = 0.0,
+    on_iteration: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Meta-train for ``iterations`` meta-batches of ``episodes`` (all of them if ``None``).
 
@@ -78,6 +81,11 @@ def fit(
     iterations and at the last one; ``train_seconds`` in it counts only the iterations themselves
     (episode sampling included, time spent inside ``on_log`` excluded), so callers may evaluate
     there without distorting timings. Returns the per-iteration losses.
+
+    Resuming: ``start`` iterations are already done (``episodes`` continues their stream, the
+    learner and optimiser hold their state); iterations ``start+1 .. iterations`` run, and
+    ``train_seconds`` is the training time spent so far. ``on_iteration(done, train_seconds)``
+    is called after every completed iteration (checkpoints, stop requests).
     """
     from tqdm.auto import tqdm
 
@@ -87,18 +95,20 @@ def fit(
     total = _total(episodes, iterations)
     if total is None:
         raise ValueError("the task loader is endless: pass iterations=N")
+    if not 0 <= start <= total:
+        raise ValueError(f"start must be in 0..{total}, got {start}")
     losses: list[float] = []
-    train_seconds = 0.0
-    stream = _limited(episodes, iterations)
+    stream = _limited(episodes, total - start)
     learner.train()
     with tqdm(
         total=total,
+        initial=start,
         disable=not progress,
         desc=description or learner.algorithm.name,
         unit="it",
         dynamic_ncols=True,
     ) as bar:
-        for index in range(total):
+        for index in range(start, total):
             tick = time.perf_counter()
             episode = next(stream, None)
             if episode is None:
@@ -133,6 +143,8 @@ def fit(
                         "train_seconds": train_seconds,
                     }
                 )
+            if on_iteration is not None:
+                on_iteration(index + 1, train_seconds)
     return losses
 
 

@@ -1,0 +1,133 @@
+"""Checkpoints and resume: exact continuation, Ctrl-C, and checkpoints that do not fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from mamlkit.checkpoint import CHECKPOINT_FILE
+from mamlkit.cli import main
+from mamlkit.config import TrainConfig, dump_yaml
+from mamlkit.io import load_tensors
+from mamlkit.runs import WEIGHTS_FILE, train_run
+
+SINUSOID = {"dataset": "sinusoid", "model": "mlp", "hidden": 8, "shots": 5, "queries": 5}
+
+
+def omniglot_run(root: Path) -> dict:
+    return {
+        "dataset": "omniglot", "data_root": str(root), "ways": 3, "shots": 1, "queries": 2,
+        "hidden": 4,
+    }  # fmt: skip
+
+
+def config_of(base: dict, **changes: object) -> TrainConfig:
+    values = {"meta_batch": 2, "iterations": 6, "checkpoint_every": 2, "progress": False}
+    return TrainConfig(**{**values, **base, **changes})
+
+
+def interrupt_at(iteration: int):
+    """An ``on_record`` hook that sends this process Ctrl-C after ``iteration``."""
+
+    def hook(record: dict, learner: object) -> None:
+        if record["iteration"] == iteration:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return hook
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(run / WEIGHTS_FILE)[0]
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "mamlpp"])
+@pytest.mark.parametrize("data", ["sinusoid", "omniglot"])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
+    tmp_path: Path, data: str, algorithm: str, request: pytest.FixtureRequest
+) -> None:
+    base = (
+        SINUSOID if data == "sinusoid" else omniglot_run(request.getfixturevalue("omniglot_root"))
+    )
+    # mamlpp: learned per-step rates and BatchNorm weights, multi-step loss, cosine schedule
+    config = config_of(base, algorithm=algorithm, inner_steps=2, inner_lr=0.1, log_every=1)
+    straight = train_run(config, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt, match="interrupted after iteration 3 of 6"):
+        train_run(config, tmp_path / "stopped", on_record=interrupt_at(3))
+    resumed = train_run(config, tmp_path / "stopped", resume=True)
+    assert resumed["iterations"] == straight["iterations"] == 6
+    assert resumed["resumed_from_iteration"] == 3
+    assert resumed["initial_weights_sha256"] == straight["initial_weights_sha256"]
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "stopped")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    lines, expected = (records(tmp_path / name) for name in ("stopped", "straight"))
+    assert [r["iteration"] for r in lines] == list(range(1, 7))
+    assert [r["loss"] for r in lines] == [r["loss"] for r in expected]
+
+
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "sinusoid", "--model", "mlp", "--hidden", "4", "--shots", "5",
+            "--queries", "5", "--meta-batch", "2", "--iterations", "100000", "--no-progress",
+            "--checkpoint-every", "100000", "--out", str(run)]  # fmt: skip
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = main(args)
+    finally:
+        timer.cancel()
+    err = capsys.readouterr().err
+    assert code == 130
+    assert f"checkpoint saved; continue with: mamlkit train --resume {run}" in err
+    _, metadata = load_tensors(run / CHECKPOINT_FILE)
+    done = int(metadata["iteration"])
+    assert 0 < done < 100000  # the iteration it stopped after, not a periodic checkpoint
+
+
+def test_resume_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    train_run(config_of(SINUSOID, iterations=2), run)
+    cases = [
+        (["train", "--resume", str(run)], "already finished its 2 iterations"),
+        (["train", "--resume", str(run), "--iterations", "4"], "drop --iterations"),
+        (["train", "--resume", str(tmp_path)], "has no config.yaml"),
+        (["train", "--dataset", "sinusoid"], "give --out DIR"),
+        (["train", "--dataset", "sinusoid", "--model", "mlp", "--out", str(run)],
+         f"continue it with mamlkit train --resume {run}"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = config_of(SINUSOID, iterations=4, log_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, run, on_record=interrupt_at(1))
+    other = {**config.to_dict(), "hidden": 6}
+    (run / "config.yaml").write_text(dump_yaml(TrainConfig(**other)))
+    with pytest.raises(ValueError, match=r"shapes differ: model\.features\.block1\.linear\.weight"):
+        train_run(TrainConfig(**other), run, resume=True)
+    with pytest.raises(ValueError, match="checkpoint of algorithm 'maml', but the run is"):
+        train_run(
+            config_of(SINUSOID, iterations=4, algorithm="anil", log_every=1), run, resume=True
+        )
+    data = (run / CHECKPOINT_FILE).read_bytes()
+    (run / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        train_run(config, run, resume=True)
