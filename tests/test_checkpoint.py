@@ -131,3 +131,19 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     (run / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         train_run(config, run, resume=True)
+
+
+def test_a_numerical_failure_names_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = config_of(SINUSOID, iterations=6, log_every=1)
+
+    def explode_after(record: dict, learner: object) -> None:
+        if record["iteration"] == 4:  # from iteration 5 on every inner step diverges
+            learner.inner_update.initial_lr = 1e30  # type: ignore[attr-defined]
+
+    with pytest.raises(
+        FloatingPointError, match=r"iteration 5.*last good checkpoint \(iteration 4\)"
+    ):
+        train_run(config, run, on_record=explode_after)
+    _, metadata = load_tensors(run / CHECKPOINT_FILE)
+    assert metadata["iteration"] == "4"

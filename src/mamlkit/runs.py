@@ -274,6 +274,20 @@ def _records_up_to(path: Path, iteration: int) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
+def _naming_the_last_checkpoint(out: Path, saved: dict[str, int | None]) -> Iterator[None]:
+    """A numerical failure says which checkpoint is the last good one (it is kept as it is)."""
+    try:
+        yield
+    except FloatingPointError as error:
+        if saved["iteration"] is None:
+            raise FloatingPointError(f"{error}; no checkpoint had been written yet") from None
+        raise FloatingPointError(
+            f"{error}; the last good checkpoint (iteration {saved['iteration']}) is kept in "
+            f"{out / CHECKPOINT_FILE}"
+        ) from None
+
+
+@contextlib.contextmanager
 def _stop_on_sigint(stop: dict[str, bool]) -> Iterator[None]:
     """First Ctrl-C: ask training to stop after the current iteration (``stop["requested"]``);
     a second one interrupts at once. Only in the main thread, where signals can be handled."""
@@ -348,8 +362,10 @@ def train_run(
         initial_weights = digest_state(dict(learner.model.named_parameters()))
     stream = TensorDigest()
     stop = {"requested": False}
+    saved = {"iteration": start if resume else None}
 
     def checkpoint(done: int, seconds: float) -> None:
+        saved["iteration"] = done
         save_checkpoint(
             out / CHECKPOINT_FILE,
             state,
@@ -376,7 +392,7 @@ def train_run(
             if on_record is not None:
                 on_record(record, learner)
 
-        with PeakMemory(device) as peak:
+        with PeakMemory(device) as peak, _naming_the_last_checkpoint(out, saved):
             losses = fit(
                 learner,
                 digesting(sampler, stream),

@@ -117,11 +117,17 @@ def fit(
             learner.iteration = index
             optimizer.zero_grad(set_to_none=True)
             metrics = learner.meta_backward(support_x, support_y, query_x, query_y)
-            if not math.isfinite(metrics["loss"]):  # checked before the step: no update applied
+            # checked before the step, so no update from a bad iteration is ever applied
+            problem = _non_finite(learner, metrics["loss"])
+            if problem is not None:
+                step = _first_bad_inner_step(learner, (support_x, support_y, query_x, query_y))
+                where = (
+                    f" (the query loss is first non-finite after inner step {step})" if step else ""
+                )
                 raise FloatingPointError(
-                    f"the meta-loss became {metrics['loss']} at iteration {index + 1}; the usual "
-                    "cause is an inner learning rate that is too high (lower --inner-lr) or an "
-                    "outer one (--outer-lr)"
+                    f"{problem} at iteration {index + 1}{where}; the usual cause is an inner "
+                    "learning rate that is too high (lower --inner-lr) or an outer one "
+                    "(--outer-lr)"
                 )
             optimizer.step()
             if scheduler is not None:
@@ -146,6 +152,27 @@ def fit(
             if on_iteration is not None:
                 on_iteration(index + 1, train_seconds)
     return losses
+
+
+def _non_finite(learner: MetaLearner, loss: float) -> str | None:
+    """What is not finite after a meta-backward: the loss, or a named meta-gradient."""
+    if not math.isfinite(loss):
+        return f"the meta-loss became {loss}"
+    grads = [(n, p.grad) for n, p in learner.named_parameters() if p.grad is not None]
+    if grads and not bool(torch.stack([torch.isfinite(g).all() for _, g in grads]).all()):
+        bad = next(n for n, g in grads if not torch.isfinite(g).all())
+        return f"the meta-gradient of {bad} became non-finite"
+    return None
+
+
+def _first_bad_inner_step(learner: MetaLearner, batch: tuple[Tensor, ...]) -> int | None:
+    """The first inner step after which some task's query loss is not finite (diagnosis only)."""
+    try:
+        losses = learner.score_tasks(*batch).loss  # [tasks, steps + 1]
+    except (RuntimeError, ValueError):
+        return None
+    finite = torch.isfinite(losses).all(dim=0).tolist()
+    return next((k for k, ok in enumerate(finite) if not ok), None)
 
 
 def train_maml(
