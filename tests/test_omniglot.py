@@ -357,3 +357,19 @@ def test_archive_with_too_few_characters(archive_dir, tmp_path) -> None:
     root = _root_with(tmp_path, archive_dir, buffer.getvalue())
     with pytest.raises(OmniglotArchiveError, match=r"holds 2 characters .* expected 964"):
         Omniglot(root, "test", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["../escape.png", "images_background/../../escape.png", "/etc/escape.png", "\\abs.png"],
+)
+def test_archive_with_a_member_escaping_its_folder_is_refused(
+    archive_dir, tmp_path, member: str
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("images_background/Latin/character01/0001_01.png", "flat")
+        zf.writestr(member, "x")
+    root = _root_with(tmp_path, archive_dir, buffer.getvalue())
+    with pytest.raises(OmniglotArchiveError, match="would escape the folder"):
+        Omniglot(root, "test", cache_dir=tmp_path / "cache")

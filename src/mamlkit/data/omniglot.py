@@ -383,6 +383,13 @@ def _list_characters(zf: zipfile.ZipFile, path: Path, top: str) -> dict[str, lis
     """``{"Alphabet/characterNN": [sorted member names]}`` of ``top/<Alphabet>/<char>/*.png``."""
     characters: dict[str, list[str]] = {}
     for member in zf.namelist():
+        # Images are read from the archive, never extracted, but a member that would land
+        # outside the folder it is extracted to marks an archive that is not to be trusted.
+        if member.startswith(("/", "\\")) or ".." in member.replace("\\", "/").split("/"):
+            raise OmniglotArchiveError(
+                f"{path} has a member {member!r} that would escape the folder it is extracted "
+                "to (an absolute path or '..'); refusing this archive: it is not the official one"
+            )
         parts = member.split("/")
         if len(parts) == 4 and parts[0] == top and parts[3].lower().endswith(".png"):
             characters.setdefault(f"{parts[1]}/{parts[2]}", []).append(member)
