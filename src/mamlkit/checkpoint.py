@@ -159,12 +159,7 @@ def load_checkpoint(
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{path} is an incomplete or damaged checkpoint ({error})") from None
     learner.load_state_dict(state, strict=True)
-    device = next(iter(own.values())).device if own else torch.device("cpu")
-    optimizer.load_state_dict(optim)
-    for values in optimizer.state.values():  # moments live where the parameters do
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor) and key != "step":
-                values[key] = value.to(device)
+    optimizer.load_state_dict(optim)  # moves the moments to their parameters' device itself
     if scheduler is not None and scheduler_state is not None:
         scheduler.load_state_dict(scheduler_state)
     sampler.load_state_dict(sampler_state)

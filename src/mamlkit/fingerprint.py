@@ -21,9 +21,9 @@ class TensorDigest:
 
     def update(self, *tensors: torch.Tensor) -> None:
         for tensor in tensors:
-            # reshape(-1): a 0-dim tensor (e.g. BatchNorm's step counter) cannot be viewed as bytes
             data = tensor.detach().to("cpu").contiguous()
             self._hash.update(f"{data.dtype}{tuple(data.shape)}".encode())
+            # reshape(-1): a 0-dim tensor (e.g. BatchNorm's step counter) cannot be viewed as bytes
             raw = data.reshape(-1).view(torch.uint8) if data.numel() else None
             self._hash.update(raw.numpy().tobytes() if raw is not None else b"")
 

@@ -175,7 +175,7 @@ register_algorithm(
 )
 
 
-def _setting_value(spec: AlgorithmSpec, key: str, text: str) -> object:
+def _setting_value(key: str, text: str) -> object:
     """The typed value of ``key=text`` in a variant name (booleans are ``true``/``false``)."""
     if key in BOOLEAN_SETTINGS:
         if text.lower() not in ("true", "false"):
@@ -217,7 +217,7 @@ def parse_algorithm(text: str) -> AlgorithmSpec:
                 f"algorithm {text!r}: unknown setting {key!r}{hint} "
                 f"(settings: {', '.join(spec.settings())})"
             )
-        changes[key] = _setting_value(spec, key, value)
+        changes[key] = _setting_value(key, value)
     return spec.replace(name=text, **changes)
 
 

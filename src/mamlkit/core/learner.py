@@ -23,7 +23,13 @@ from mamlkit.core.execution import (
     task_losses,
     task_slice,
 )
-from mamlkit.core.inner_loop import LossFn, adapt, functional_forward, weighted_query_loss
+from mamlkit.core.inner_loop import (
+    LossFn,
+    StepView,
+    adapt,
+    functional_forward,
+    weighted_query_loss,
+)
 from mamlkit.core.per_step import PerStepTables, batch_norm_parameter_names, running_stat_names
 from mamlkit.core.step_weights import last_step_weights, msl_weights
 from mamlkit.core.update_rules import Params, make_update_rule
@@ -260,12 +266,10 @@ class MetaLearner(nn.Module):
             return True
         return self.algorithm.derivative_annealing and iteration < self.first_order_iterations
 
-    def _at_step(self, params: Params, step: int) -> Params:
-        return self.per_step.at(params, step)
-
     @property
-    def _step_view(self):
-        return self._at_step if self.per_step.active else None
+    def _step_view(self) -> StepView | None:
+        """The per-step tensor view for the inner loop; ``None`` (the cheap path) without any."""
+        return self.per_step.at if self.per_step.active else None
 
     def model_params(self) -> Params:
         """The model's parameters by name (the starting point theta_0 of every task)."""
@@ -427,7 +431,7 @@ class MetaLearner(nn.Module):
             last = steps - 1
 
             def forward(params: Params, x: Tensor) -> Tensor:
-                return self._task_forward(self._at_step(params, last), x)
+                return self._task_forward(self.per_step.at(params, last), x)
 
         return AdaptedTasks(
             forward, final, self._per_task, tasks, classification=self.task == "classification"
@@ -489,7 +493,7 @@ class MetaLearner(nn.Module):
         )
         with torch.no_grad():
             logits = self._task_forward(
-                self._at_step(final, self.inner_steps - 1),
+                self.per_step.at(final, self.inner_steps - 1),
                 query_x,  # type: ignore[arg-type]
             )
             query_loss = self._summed_loss(logits, query_y)
@@ -600,7 +604,7 @@ class MetaLearner(nn.Module):
                 qx, qy = query_x[chunk], query_y[chunk]
                 step_losses, step_accuracies = [], []
                 for k, step_params in enumerate(trajectory):
-                    chosen = self._at_step(
+                    chosen = self.per_step.at(
                         task_slice(step_params, self._per_task, chunk),  # type: ignore[arg-type]
                         max(k - 1, 0),
                     )
