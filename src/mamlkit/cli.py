@@ -57,8 +57,17 @@ def _given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, A
     return {k: v for k, v in values.items() if v is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end with one line (not the usage text first), like every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.endswith("expected one argument"):
+            message += "; a value starting with '-' goes after '=', e.g. --inner-lr=-1"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mamlkit", description="Gradient-based meta-learning: MAML, FOMAML, MAML++."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -160,6 +169,7 @@ def _eval_hint(out: str, evaluation: dict[str, Any]) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mamlkit.distributed import is_main_process
     from mamlkit.runs import CONFIG_FILE, train_run
 
     if args.resume:
@@ -182,6 +192,8 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError("give --out DIR for the run folder (or --resume DIR to continue one)")
         config, evaluation = train_config(args)
         summary = train_run(config, args.out, overwrite=args.overwrite)
+    if not is_main_process():
+        return 0  # under torchrun, rank 0 reports
     print(
         f"trained {summary['algorithm']} for {summary['iterations']} iterations in "
         f"{summary['train_seconds']:.1f} s (final train loss {summary['final_train_loss']:.4f}); "
@@ -357,7 +369,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "list": _list,
     }
-    return run_guarded(args.command, lambda: handlers[args.command](args))
+    return run_guarded(args.command, lambda: _single_process_unless_train(args, handlers))
+
+
+def _single_process_unless_train(
+    args: argparse.Namespace, handlers: dict[str, Callable[[argparse.Namespace], int]]
+) -> int:
+    """Only ``train`` splits its work over torchrun's processes; the others would each redo it
+    and write the same files at once, so they are refused there."""
+    from mamlkit.distributed import world_size_from_environment
+
+    if args.command != "train" and world_size_from_environment() > 1:
+        raise ValueError(
+            f"only mamlkit train runs under torchrun; run mamlkit {args.command} as one process "
+            "(python -m mamlkit ..., without torchrun)"
+        )
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

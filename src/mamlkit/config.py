@@ -176,6 +176,20 @@ def validate(config: Any) -> None:
     for key in ("msl_anneal_iterations", "first_order_iterations"):
         if getattr(config, key, 0) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
+    if isinstance(config, TrainConfig):
+        check_names(config)
+
+
+def check_names(config: TrainConfig) -> None:
+    """Look up the algorithm, dataset and model names, so a typo fails with "did you mean"
+    before any data is read (not after loading a dataset, nor as a missing-data error)."""
+    from mamlkit.core.algorithms import resolve_algorithm
+    from mamlkit.data import DATASETS
+    from mamlkit.models import MODELS
+
+    DATASETS.get(config.dataset)
+    MODELS.get(config.model)
+    resolve_algorithm(config.algorithm)
 
 
 def field_names(cls: type) -> list[str]:
@@ -200,7 +214,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML ({_yaml_problem(error)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -208,16 +222,29 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _yaml_problem(error: Exception) -> str:
+    """A YAML parse error in one line: where it is and what is wrong."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def build_config(cls: type, *layers: dict[str, Any]) -> Any:
-    """``cls`` from its defaults overlaid by each mapping in ``layers`` (later layers win)."""
+    """``cls`` from its defaults overlaid by each mapping in ``layers`` (later layers win).
+
+    Every value of every layer is type-checked, also one a later layer replaces (a bad value in a
+    config file is an error even when a flag overrides it).
+    """
     known = field_names(cls)
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
             key = str(key).replace("-", "_")
             if key not in known:
                 raise ConfigError(unknown_key_message(key, known))
-            values[key] = value
+            values[key] = check_type(key, value, hints[key])
     return cls(**values)
 
 

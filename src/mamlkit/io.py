@@ -68,5 +68,43 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+        raise ValueError(
+            f"{path} is not a readable safetensors file: {_why_unreadable(path, error)}"
+        ) from None
     return tensors, metadata
+
+
+#: How files that are not safetensors start: a pickle (protocol 2+ starts with PROTO, 0x80) or a
+#: zip archive (what ``torch.save`` writes: a pickle plus tensor data).
+_PICKLE_PROTOCOLS = range(2, 6)
+_ZIP_MAGIC = b"PK\x03\x04"
+#: A safetensors file starts with the length of its JSON header (little-endian uint64).
+_MAX_HEADER = 100_000_000
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """Why ``path`` is not a readable safetensors file, in one line, from its first bytes (read as
+    plain bytes: nothing in the file is ever unpickled or run)."""
+    detail = " ".join(str(error).split())
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return f"{detail}; check that it is readable"
+    header = int.from_bytes(head[:8], "little")
+    # A safetensors header length, then (if anything follows) its JSON header's opening brace.
+    safetensors_start = len(head) >= 8 and 0 < header < _MAX_HEADER and head[8:9] in (b"", b"{")
+    if size < 8 or "incomplete" in detail or (safetensors_start and 8 + header > size):
+        return (
+            f"it is truncated or damaged ({size} bytes; {detail}); restore it from a copy or "
+            "write it again"
+        )
+    pickle = head[:1] == b"\x80" and len(head) > 1 and head[1] in _PICKLE_PROTOCOLS
+    if not safetensors_start and (pickle or head.startswith(_ZIP_MAGIC)):
+        kind = "a pickle" if pickle else "a torch.save archive"
+        return (
+            f"it is {kind}, which mamlkit never loads (unpickling can run arbitrary code); use "
+            "a file mamlkit wrote, or convert trusted weights with safetensors.torch.save_file"
+        )
+    return f"{detail}; it does not look like a safetensors file"

@@ -23,6 +23,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,17 @@ from mamlkit.checkpoint import CHECKPOINT_FILE, TrainingState, load_checkpoint, 
 from mamlkit.config import ConfigError, EvalConfig, TrainConfig, build_config, dump_yaml, load_yaml
 from mamlkit.core.algorithms import resolve_algorithm
 from mamlkit.core.learner import MetaLearner
+from mamlkit.distributed import (
+    ProcessGroup,
+    any_rank,
+    average_gradients,
+    barrier,
+    check_divisible,
+    process_device,
+    process_group,
+    shard,
+    world_size_from_environment,
+)
 from mamlkit.fingerprint import TensorDigest, digest_state, digesting
 from mamlkit.io import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from mamlkit.memory import PeakMemory
@@ -288,19 +300,25 @@ def _naming_the_last_checkpoint(out: Path, saved: dict[str, int | None]) -> Iter
 
 
 @contextlib.contextmanager
-def _stop_on_sigint(stop: dict[str, bool]) -> Iterator[None]:
+def _stop_on_sigint(stop: dict[str, bool], *, grace: float = 0.0) -> Iterator[None]:
     """First Ctrl-C: ask training to stop after the current iteration (``stop["requested"]``);
-    a second one interrupts at once. Only in the main thread, where signals can be handled."""
+    a second one more than ``grace`` seconds later interrupts at once (under torchrun each worker
+    gets the terminal's SIGINT and the one torchrun forwards, which count as one). Only in the
+    main thread, where signals can be handled."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    first = {"at": 0.0}
 
     def request(signum: int, frame: object) -> None:
+        if stop["requested"] and time.monotonic() - first["at"] < grace:
+            return
         if stop["requested"]:
             raise KeyboardInterrupt(
                 "interrupted again: stopped at once; the last checkpoint is kept"
             )
         stop["requested"] = True
+        first["at"] = time.monotonic()
         print("\nstopping after this iteration (Ctrl-C again to stop at once)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, request)
@@ -308,6 +326,17 @@ def _stop_on_sigint(stop: dict[str, bool]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _dataset_rank_0_first(config: TrainConfig, group: ProcessGroup) -> Any:
+    """The training split; under torchrun rank 0 builds it first (downloading, decoding and
+    caching as needed), so the other ranks read its files instead of writing them too."""
+    if group.is_main:
+        dataset = build_dataset(config, "train")
+        barrier(group)
+        return dataset
+    barrier(group)
+    return build_dataset(config, "train")
 
 
 def train_run(
@@ -327,11 +356,45 @@ def train_run(
     weights after N + M iterations are bit-identical to those of an uninterrupted run). Ctrl-C
     stops after the current iteration, writes a checkpoint and raises ``KeyboardInterrupt``
     with the command that resumes; a second Ctrl-C stops at once, keeping the last checkpoint.
+
+    Launched by ``torchrun --nproc_per_node=P``, the P processes split each meta-batch and
+    average their meta-gradients (:mod:`mamlkit.distributed`); only rank 0 writes files, and P
+    must divide ``meta_batch``.
     """
     device = resolve_device(config.device)
+    world_size = world_size_from_environment()
+    check_divisible(config.meta_batch, world_size)
+    if world_size > 1 and resolve_algorithm(config.algorithm).bn_per_step_stats:
+        raise ConfigError(
+            f"{config.algorithm} collects per-step BatchNorm running statistics "
+            "(bn_per_step_stats), which processes cannot share; train it without torchrun"
+        )
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    dataset = build_dataset(config, "train")
+    with process_group(device) as group:
+        return _train_in_group(
+            config,
+            Path(out),
+            group,
+            process_device(device, group),
+            overwrite=overwrite,
+            on_record=on_record,
+            resume=resume,
+        )
+
+
+def _train_in_group(
+    config: TrainConfig,
+    out: Path,
+    group: ProcessGroup,
+    device: torch.device,
+    *,
+    overwrite: bool,
+    on_record: RecordHook | None,
+    resume: bool,
+) -> dict[str, Any]:
+    """:func:`train_run` in one process of ``group`` (the only one without torchrun)."""
+    dataset = _dataset_rank_0_first(config, group)
     sampler = build_sampler(
         config, dataset, queries=config.queries, meta_batch=config.meta_batch, seed=config.seed
     )
@@ -346,7 +409,6 @@ def train_run(
     start, seconds_so_far = 0, 0.0
     state = TrainingState(learner, config.algorithm, optimizer, scheduler, sampler)
     if resume:
-        out = Path(out)
         if not (out / CHECKPOINT_FILE).is_file():
             raise ConfigError(f"{out} has no {CHECKPOINT_FILE} to resume from")
         start, seconds_so_far, facts = load_checkpoint(out / CHECKPOINT_FILE, state)
@@ -355,10 +417,12 @@ def train_run(
                 f"{out} already finished its {config.iterations} iterations; nothing to resume"
             )
         initial_weights = facts.get("initial_weights_sha256")
-        records = _records_up_to(out / "metrics.jsonl", start)
+        records = _records_up_to(out / "metrics.jsonl", start) if group.is_main else []
     else:
-        out = prepare_out_dir(out, overwrite)
-        atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+        if group.is_main:
+            prepare_out_dir(out, overwrite)
+            atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+        barrier(group)  # the other ranks write nothing, but stop here if rank 0 failed
         initial_weights = digest_state(dict(learner.model.named_parameters()))
     stream = TensorDigest()
     stop = {"requested": False}
@@ -366,6 +430,8 @@ def train_run(
 
     def checkpoint(done: int, seconds: float) -> None:
         saved["iteration"] = done
+        if not group.is_main:
+            return
         save_checkpoint(
             out / CHECKPOINT_FILE,
             state,
@@ -375,6 +441,7 @@ def train_run(
         )
 
     def on_iteration(done: int, seconds: float) -> None:
+        stop["requested"] = any_rank(stop["requested"], group, device)  # all stop together
         if stop["requested"] or done % config.checkpoint_every == 0 or done == config.iterations:
             checkpoint(done, seconds)
         if stop["requested"]:
@@ -383,10 +450,17 @@ def train_run(
                 f"continue with: mamlkit train --resume {out}"
             )
 
-    with _stop_on_sigint(stop), open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+    metrics_file = (
+        open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed by the with)
+        if group.is_main
+        else contextlib.nullcontext()
+    )
+    with _stop_on_sigint(stop, grace=2.0 if group.distributed else 0.0), metrics_file as log:
 
         def on_log(record: dict[str, Any]) -> None:
             records.append(record)
+            if not group.is_main:
+                return
             log.write(json.dumps(record) + "\n")
             log.flush()
             if on_record is not None:
@@ -395,20 +469,24 @@ def train_run(
         with PeakMemory(device) as peak, _naming_the_last_checkpoint(out, saved):
             losses = fit(
                 learner,
-                digesting(sampler, stream),
+                shard(digesting(sampler, stream), group),
                 optimizer,
                 iterations=config.iterations,
                 scheduler=scheduler,
                 device=device,
-                progress=config.progress,
+                progress=config.progress and group.is_main,
                 log_every=config.log_every,
                 on_log=on_log,
                 description=f"train {config.algorithm}",
                 start=start,
                 train_seconds=seconds_so_far,
                 on_iteration=on_iteration,
+                after_backward=(
+                    (lambda metrics: average_gradients(learner.parameters(), metrics, group))
+                    if group.distributed
+                    else None
+                ),
             )
-    save_learner(out / WEIGHTS_FILE, learner, config, dataset.image_shape, num_outputs=num_outputs)
     tail = losses[-max(1, len(losses) // 10) :]
     summary = {
         "algorithm": config.algorithm,
@@ -425,11 +503,16 @@ def train_run(
         "initial_weights_sha256": initial_weights,
         "task_stream_sha256": stream.hexdigest(),
         "device": str(device),
+        "processes": group.world_size,  # peak memory is rank 0's
         "execution": learner.execution_strategy,
         "outer_lr_schedule": outer_lr_schedule(config),
         "environment": environment(),
     }
-    atomic_write_json(out / "summary.json", summary)
+    if group.is_main:
+        save_learner(
+            out / WEIGHTS_FILE, learner, config, dataset.image_shape, num_outputs=num_outputs
+        )
+        atomic_write_json(out / "summary.json", summary)
     return summary
 
 

@@ -71,6 +71,7 @@ def fit(
     start: int = 0,
     train_seconds: float = 0.0,
     on_iteration: Callable[[int, float], None] | None = None,
+    after_backward: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> list[float]:
     """Meta-train for ``iterations`` meta-batches of ``episodes`` (all of them if ``None``).
 
@@ -86,6 +87,10 @@ def fit(
     learner and optimiser hold their state); iterations ``start+1 .. iterations`` run, and
     ``train_seconds`` is the training time spent so far. ``on_iteration(done, train_seconds)``
     is called after every completed iteration (checkpoints, stop requests).
+
+    ``after_backward(metrics)`` runs between the backward pass and the checks before the step, and
+    returns the metrics to use (scale-out: average the gradients and metrics over processes, see
+    :mod:`mamlkit.distributed`).
     """
     from tqdm.auto import tqdm
 
@@ -117,6 +122,8 @@ def fit(
             learner.iteration = index
             optimizer.zero_grad(set_to_none=True)
             metrics = learner.meta_backward(support_x, support_y, query_x, query_y)
+            if after_backward is not None:
+                metrics = after_backward(metrics)
             # checked before the step, so no update from a bad iteration is ever applied
             problem = _non_finite(learner, metrics["loss"])
             if problem is not None:

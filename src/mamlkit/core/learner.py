@@ -66,6 +66,17 @@ def check_episode(
                 f"{kind}_x must be task-batched [tasks, examples, ...features], got shape "
                 f"{tuple(x.shape)}; add a leading task dimension with x.unsqueeze(0) for one task"
             )
+        if x.shape[0] == 0:
+            raise ValueError(
+                f"{kind}_x of shape {tuple(x.shape)} holds no tasks (a meta-batch of 0); pass at "
+                "least one task"
+            )
+        if x.shape[1] == 0:
+            per_class = "shots" if kind == "support" else "queries"
+            raise ValueError(
+                f"{kind}_x of shape {tuple(x.shape)} holds no examples per task; every task "
+                f"needs at least one {kind} example (ways and {per_class} must be >= 1)"
+            )
         if task == "regression":
             if y.dim() < 2 or y.shape[:2] != x.shape[:2] or not y.dtype.is_floating_point:
                 raise ValueError(
@@ -305,12 +316,14 @@ class MetaLearner(nn.Module):
                         "outputs as the targets have"
                     )
             return
-        top = max(int(y.max()) for y in labels if y.numel())
-        if top >= self._num_outputs:
-            raise ValueError(
-                f"label {top} is out of range: the model predicts {self._num_outputs} classes, so "
-                f"labels must be 0..{self._num_outputs - 1} (relabel each task's classes 0..N-1)"
-            )
+        for kind, y in zip(("support_y", "query_y"), labels, strict=False):
+            top = int(y.max())
+            if top >= self._num_outputs:
+                raise ValueError(
+                    f"{kind}: label {top} is out of range: the model predicts "
+                    f"{self._num_outputs} classes, so labels must be 0..{self._num_outputs - 1} "
+                    "(relabel each task's classes 0..N-1)"
+                )
 
     @property
     def execution_strategy(self) -> str:
@@ -555,8 +568,9 @@ class MetaLearner(nn.Module):
         weights = self.step_weights(it).tolist()
         first_order = self.first_order_at(it)
         tasks = support_x.shape[0]
-        size = tasks_per_backward or self.tasks_per_backward or tasks
-        size = positive_int("tasks_per_backward", size)
+        if tasks_per_backward is None:
+            tasks_per_backward = self.tasks_per_backward or tasks
+        size = positive_int("tasks_per_backward", tasks_per_backward)
         loss_sum, correct = 0.0, 0.0
         for start in range(0, tasks, size):
             group = slice(start, start + size)

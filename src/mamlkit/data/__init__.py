@@ -37,12 +37,19 @@ def make_omniglot(
     download: bool = False,
     validation: bool = False,
     split_seed: int = 0,
+    progress: bool = True,
     **options: Any,
 ) -> Omniglot:
     """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (rotations, image_size,
-    cache_dir)."""
+    cache_dir); ``progress``: a progress bar while downloading."""
     return Omniglot(
-        root, split, download=download, validation=validation, split_seed=split_seed, **options
+        root,
+        split,
+        download=download,
+        validation=validation,
+        split_seed=split_seed,
+        progress=progress,
+        **options,
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mamlkit.data.omniglot import DATA_ENV, resolve_cache_dir, resolve_data_root
+from mamlkit.data.omniglot import DATA_ENV, resolve_cache_dir, resolve_data_root, unreadable
 from mamlkit.io import atomic_write, atomic_write_json
 
 #: Bump when the decoded representation changes, so stale cache files are not reused.
@@ -198,26 +198,29 @@ class MiniImageNet:
         self.image_size = image_size
         self.normalize = bool(normalize)
         self.root = resolve_data_root(root)
-        self.folder = locate_folder(self.root, root, download)
-        self.csv_path = self.folder / f"{split}.csv"
-        rows = read_split_csv(self.csv_path)
-        self.class_names, files = _group(rows)
-        _check_disjoint(self.folder, split, self.class_names)
-        self.filenames: list[list[str]] = files
-        names = [name for group in files for name in group]
-        stats = _stat_files(self.folder / "images", names, self.csv_path)
-        self.csv_sha256 = hashlib.sha256(self.csv_path.read_bytes()).hexdigest()
-
-        images, self.cache_path, self.from_cache = _load_decoded(
-            self.folder / "images",
-            names,
-            stats,
-            self.csv_sha256,
-            split,
-            image_size,
-            resolve_cache_dir(cache_dir),
-            progress,
-        )
+        try:
+            self.folder = locate_folder(self.root, root, download)
+            self.csv_path = self.folder / f"{split}.csv"
+            rows = read_split_csv(self.csv_path)
+            self.class_names, files = _group(rows)
+            _check_disjoint(self.folder, split, self.class_names)
+            self.filenames: list[list[str]] = files
+            names = [name for group in files for name in group]
+            stats = _stat_files(self.folder / "images", names, self.csv_path)
+            self.csv_sha256 = hashlib.sha256(self.csv_path.read_bytes()).hexdigest()
+            images, self.cache_path, self.from_cache = _load_decoded(
+                self.folder / "images",
+                names,
+                stats,
+                self.csv_sha256,
+                split,
+                image_size,
+                resolve_cache_dir(cache_dir),
+                progress,
+            )
+        except PermissionError as error:
+            cache = resolve_cache_dir(cache_dir)
+            raise unreadable(error, "mini-ImageNet", self.root, cache) from None
         self._images = images  # uint8 [images, 3, S, S], possibly memory-mapped
         counts = np.array([len(group) for group in files], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)

@@ -71,6 +71,23 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir).expanduser()
 
 
+def unreadable(
+    error: PermissionError, dataset: str, root: Path, cache_dir: Path
+) -> PermissionError:
+    """A one-line ``PermissionError`` for a file or folder of ``dataset`` (under its data root
+    ``root``, or its decoded-image cache) that cannot be read, saying how to fix it."""
+    where = Path(error.filename) if error.filename else root
+    if where.is_relative_to(cache_dir):
+        return PermissionError(
+            f"cannot read {where}: permission denied (the decoded-image cache of {dataset}); make "
+            f"it readable or point cache_dir / ${CACHE_ENV} at another folder"
+        )
+    return PermissionError(
+        f"cannot read {where}: permission denied ({dataset} data root {root}); make it readable "
+        f"(chmod -R u+rX {root}) or point --data-root / ${DATA_ENV} at a readable copy"
+    )
+
+
 def split_characters(split: str, *, validation: bool = False, split_seed: int = 0) -> np.ndarray:
     """Indices (into the name-sorted list of all 1623 characters) of one split, sorted.
 
@@ -117,6 +134,7 @@ class Omniglot:
         rotations: add the 90/180/270 degree rotations as classes; default only for "train".
         image_size: side of the square images after resizing (105 keeps the originals).
         download: fetch missing archives (see :mod:`mamlkit.data.download`).
+        progress: show a progress bar while downloading.
         cache_dir: where decoded images are cached (default ``$MAMLKIT_CACHE``, else
             ``~/.cache/mamlkit/decoded``).
         split_seed: seed of the character permutation that defines the splits.
@@ -133,6 +151,7 @@ class Omniglot:
         download: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         split_seed: int = 0,
+        progress: bool = True,
     ) -> None:
         # Cheap argument checks first, before any file is touched.
         characters = split_characters(split, validation=validation, split_seed=split_seed)
@@ -144,11 +163,13 @@ class Omniglot:
         self.image_size = image_size
         self.split_seed = split_seed
         self.root = resolve_data_root(root)
-        self.archives = _locate_archives(self.root, root, download)
-
-        decoded, self.cache_path, self.from_cache = _load_decoded(
-            self.archives, image_size, resolve_cache_dir(cache_dir)
-        )
+        try:
+            self.archives = _locate_archives(self.root, root, download, progress)
+            decoded, self.cache_path, self.from_cache = _load_decoded(
+                self.archives, image_size, resolve_cache_dir(cache_dir)
+            )
+        except PermissionError as error:
+            raise unreadable(error, "Omniglot", self.root, resolve_cache_dir(cache_dir)) from None
         counts = np.diff(decoded.offsets)[characters]
         self.characters: list[str] = [decoded.names[i] for i in characters]
         self.num_characters = len(characters)
@@ -234,7 +255,9 @@ def _index_tensor(values: Any, what: str) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _locate_archives(root: Path, given: object, download: bool) -> list[Path]:
+def _locate_archives(
+    root: Path, given: object, download: bool, progress: bool = True
+) -> list[Path]:
     """Paths of the two archives under ``root``, downloading missing ones if asked to."""
     if given is not None:
         source = "the root argument"
@@ -257,7 +280,7 @@ def _locate_archives(root: Path, given: object, download: bool) -> list[Path]:
     paths = [folder / name for name in ARCHIVES]
     missing = [p for p in paths if not p.exists()]
     if missing and download:
-        download_omniglot(folder)
+        download_omniglot(folder, progress=progress)
     elif missing:
         raise FileNotFoundError(
             f"Omniglot archive not found: {missing[0]} (data root {root}, from {source}). "
@@ -300,7 +323,11 @@ def _load_decoded(
     }
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     cache_file = cache_dir / f"omniglot-{image_size}px-{key[:24]}.npz"
-    if cache_file.is_file():
+    try:
+        cached_before = cache_file.is_file()
+    except OSError:  # an unreadable cache folder: decode, and warn below when writing fails
+        cached_before = False
+    if cached_before:
         cached = _read_cache(cache_file, meta)
         if cached is not None:
             return cached, cache_file, True
