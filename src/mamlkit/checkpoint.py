@@ -47,7 +47,39 @@ def _set_python_state(state: list[Any]) -> None:
 
 @dataclass
 class TrainingState:
-    """The objects of a run whose state a checkpoint holds (built fresh, then restored)."""
+    """The objects of a run whose state a checkpoint holds (built fresh, then restored).
+
+    Attributes:
+        learner: the :class:`~mamlkit.MetaLearner` (its ``state_dict``).
+        algorithm: the run's algorithm name; a checkpoint of another algorithm is refused.
+        optimizer: the outer optimiser (e.g. Adam: its moments and step counts).
+        scheduler: the outer learning-rate scheduler, or ``None``.
+        sampler: the task stream (a sampler with ``state_dict`` / ``load_state_dict``).
+
+    A round trip (in a temporary folder):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> from mamlkit import MetaLearner
+    >>> from mamlkit.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+    >>> from mamlkit.data import SinusoidSampler
+    >>> from mamlkit.models import MLP
+    >>> def build(hidden=40):
+    ...     learner = MetaLearner(MLP(hidden=hidden), "maml", inner_lr=0.01, task="regression")
+    ...     optimizer = torch.optim.Adam(learner.parameters())
+    ...     return TrainingState(learner, "maml", optimizer, None, SinusoidSampler(5, 5, 2))
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "checkpoint.safetensors"
+    >>> _ = save_checkpoint(path, build(), iteration=7, train_seconds=1.5, run={"note": "x"})
+    >>> load_checkpoint(path, build())  # iterations done, training seconds, run facts
+    (7, 1.5, {'note': 'x'})
+    >>> load_checkpoint(path, build(hidden=8))
+    Traceback (most recent call last):
+        ...
+    ValueError: ...checkpoint.safetensors does not fit this run's learner: shapes differ: ...
+    >>> folder.cleanup()
+    """
 
     learner: torch.nn.Module
     algorithm: str
@@ -65,7 +97,10 @@ def save_checkpoint(
     run: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint of a run after ``iteration`` completed outer iterations (``run``:
-    JSON-able facts about the run to carry across a resume, e.g. its initial-weights digest)."""
+    JSON-able facts about the run to carry across a resume, e.g. its initial-weights digest).
+
+    The file is replaced atomically; returns its path. See :class:`TrainingState` for an
+    example."""
     learner, optimizer, scheduler, sampler = (
         state.learner, state.optimizer, state.scheduler, state.sampler
     )  # fmt: skip
@@ -102,7 +137,9 @@ def load_checkpoint(
     the training seconds so far and the ``run`` facts it was saved with.
 
     A file of another format or algorithm, or with tensors that do not fit the learner, is a
-    ``ValueError`` naming the mismatch; nothing is restored partially into the learner.
+    ``ValueError`` naming the mismatch; nothing is restored partially into the learner. Also
+    restores the global torch, NumPy and Python RNG states saved with it. See
+    :class:`TrainingState` for an example.
     """
     path = Path(path)
     learner, algorithm, optimizer = run_state.learner, run_state.algorithm, run_state.optimizer

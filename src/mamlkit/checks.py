@@ -6,7 +6,16 @@ import numbers
 
 
 def positive_int(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError``."""
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError``.
+
+    >>> from mamlkit.checks import positive_int
+    >>> positive_int("ways", 5)
+    5
+    >>> positive_int("ways", True)
+    Traceback (most recent call last):
+        ...
+    ValueError: ways must be a positive integer, got True
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)

@@ -67,6 +67,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mamlkit`` argument parser: commands ``train``, ``eval``, ``compare``, ``report`` and
+    ``list``, with one flag per :class:`~mamlkit.config.TrainConfig` / ``EvalConfig`` field.
+
+    >>> from mamlkit.cli import build_parser
+    >>> args = build_parser().parse_args(["train", "--algorithm", "fomaml", "--out", "runs/a"])
+    >>> args.command, args.algorithm
+    ('train', 'fomaml')
+    """
     parser = _Parser(
         prog="mamlkit", description="Gradient-based meta-learning: MAML, FOMAML, MAML++."
     )

@@ -25,7 +25,27 @@ def _option(default: Any, help: str) -> Any:
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a meta-training run (saved as ``config.yaml`` in the run folder)."""
+    """Everything that defines a meta-training run (saved as ``config.yaml`` in the run folder).
+
+    One field per ``mamlkit train`` flag (``meta_batch`` is ``--meta-batch``; each field's
+    ``help`` metadata is the flag's help text). Construction type- and range-checks every field
+    and looks up the algorithm, dataset and model names, so a bad config fails before any data
+    is read. Build one from layers of mappings (a YAML file, then flags) with
+    :func:`build_config`; :func:`mamlkit.runs.train_run` runs it.
+
+    >>> from mamlkit.config import TrainConfig
+    >>> config = TrainConfig(algorithm="fomaml", ways=20, shots=5)
+    >>> config.algorithm, config.ways, config.queries
+    ('fomaml', 20, 15)
+    >>> TrainConfig(ways=0)
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: ways must be >= 1, got 0
+    >>> TrainConfig(model="conv5")
+    Traceback (most recent call last):
+        ...
+    mamlkit.registry.UnknownNameError: unknown model 'conv5'; did you mean 'conv4'? ...
+    """
 
     algorithm: str = _option("maml", "algorithm preset (mamlkit list shows them)")
     dataset: str = _option("omniglot", "dataset name")
@@ -76,6 +96,7 @@ class TrainConfig:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name (what ``config.yaml`` and ``summary.json`` record)."""
         return dataclasses.asdict(self)
 
 
@@ -85,7 +106,17 @@ EXECUTIONS = ("auto", "batched", "loop")
 
 @dataclass
 class EvalConfig:
-    """How a trained run is evaluated: on ``tasks`` tasks of ``split`` drawn with ``seed``."""
+    """How a trained run is evaluated: on ``tasks`` tasks of ``split`` drawn with ``seed``.
+
+    The ``mamlkit eval`` flags; :func:`mamlkit.runs.eval_run` takes it. Fields are checked like
+    :class:`TrainConfig`'s. ``inner_steps=None`` adapts with as many steps as the run trained.
+
+    >>> from mamlkit.config import EvalConfig
+    >>> EvalConfig(tasks=100)
+    EvalConfig(tasks=100, inner_steps=None, queries=15, seed=0, meta_batch=25, split='test')
+    >>> EvalConfig(tasks=100).to_dict()["split"]
+    'test'
+    """
 
     tasks: int = _option(600, "test tasks")
     inner_steps: int | None = _option(
@@ -100,6 +131,7 @@ class EvalConfig:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name (recorded in ``eval.json``)."""
         return dataclasses.asdict(self)
 
 
@@ -125,7 +157,18 @@ def _allowed_types(annotation: Any) -> tuple[type, ...]:
 
 
 def check_type(key: str, value: Any, annotation: Any) -> Any:
-    """``value`` if it fits ``annotation`` (ints pass as floats; bools never pass as numbers)."""
+    """``value`` if it fits ``annotation`` (ints pass as floats; bools never pass as numbers).
+
+    A mismatch is a :class:`ConfigError` naming ``key``.
+
+    >>> from mamlkit.config import check_type
+    >>> check_type("outer_lr", 1, float), check_type("threads", None, int | None)
+    (1.0, None)
+    >>> check_type("ways", True, int)
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: config key 'ways' must be int, got True
+    """
     allowed = _allowed_types(annotation)
     if value is None and type(None) in allowed:
         return None
@@ -146,7 +189,9 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
 
 
 def validate(config: Any) -> None:
-    """Type- and range-check every field of a config dataclass."""
+    """Type- and range-check every field of a config dataclass (in place: ints given for float
+    fields become floats); a :class:`TrainConfig`'s names are looked up too (:func:`check_names`).
+    Both config classes call it on construction."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         setattr(config, f.name, check_type(f.name, getattr(config, f.name), hints[f.name]))
@@ -193,10 +238,17 @@ def check_names(config: TrainConfig) -> None:
 
 
 def field_names(cls: type) -> list[str]:
+    """The field names of a config dataclass, in declaration order."""
     return [f.name for f in dataclasses.fields(cls)]
 
 
 def unknown_key_message(key: str, known: list[str]) -> str:
+    """The error message for an unknown config key, with the closest of ``known`` if any.
+
+    >>> from mamlkit.config import EvalConfig, field_names, unknown_key_message
+    >>> unknown_key_message("task", field_names(EvalConfig))
+    "unknown config key 'task'; did you mean 'tasks'?"
+    """
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown config key {key!r}{hint}"
@@ -234,7 +286,24 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
     """``cls`` from its defaults overlaid by each mapping in ``layers`` (later layers win).
 
     Every value of every layer is type-checked, also one a later layer replaces (a bad value in a
-    config file is an error even when a flag overrides it).
+    config file is an error even when a flag overrides it). Keys may be written with ``-``
+    (``meta-batch``) or ``_``; an unknown key is a :class:`ConfigError` with a "did you mean".
+
+    >>> from mamlkit.config import TrainConfig, build_config
+    >>> from_file = {"shots": 5, "meta_batch": 16}
+    >>> from_flags = {"meta-batch": 8}
+    >>> config = build_config(TrainConfig, from_file, from_flags)
+    >>> config.shots, config.meta_batch
+    (5, 8)
+    >>> build_config(TrainConfig, {"shot": 5})
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: unknown config key 'shot'; did you mean 'shots'?
+    >>> build_config(TrainConfig, {"validation": "yes"}, {"validation": True})
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: config key 'validation' must be bool, got 'yes' (write true/false
+    without quotes)
     """
     known = field_names(cls)
     hints = typing.get_type_hints(cls)
@@ -249,6 +318,18 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
 
 
 def dump_yaml(config: Any) -> str:
+    """A config dataclass as YAML, fields in declaration order (what ``config.yaml`` holds;
+    :func:`load_yaml` and :func:`build_config` read it back).
+
+    >>> from mamlkit.config import EvalConfig, dump_yaml
+    >>> print(dump_yaml(EvalConfig()), end="")
+    tasks: 600
+    inner_steps: null
+    queries: 15
+    seed: 0
+    meta_batch: 25
+    split: test
+    """
     import yaml
 
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

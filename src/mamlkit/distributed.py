@@ -27,7 +27,17 @@ from mamlkit.config import ConfigError
 
 @dataclass(frozen=True)
 class ProcessGroup:
-    """Where this process stands among the ones meta-training together (one by default)."""
+    """Where this process stands among the ones meta-training together (one by default).
+
+    Attributes:
+        rank: this process's index, 0 .. ``world_size - 1`` (torchrun's ``RANK``).
+        world_size: the number of processes P.
+        local_rank: the index on this machine, which picks its GPU (``LOCAL_RANK``).
+
+    >>> from mamlkit.distributed import ProcessGroup
+    >>> ProcessGroup().distributed, ProcessGroup(rank=1, world_size=2).is_main
+    (False, False)
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -35,6 +45,7 @@ class ProcessGroup:
 
     @property
     def distributed(self) -> bool:
+        """Whether there is more than one process (collectives are then needed)."""
         return self.world_size > 1
 
     @property
@@ -58,7 +69,19 @@ def is_main_process() -> bool:
 
 
 def check_divisible(meta_batch: int, world_size: int) -> None:
-    """Every process takes the same number of tasks: P must divide the meta-batch."""
+    """Every process takes the same number of tasks: P must divide the meta-batch.
+
+    Otherwise a :class:`~mamlkit.config.ConfigError` suggests the nearest multiples; checked
+    before training starts, not when the first meta-batch is split.
+
+    >>> from mamlkit.distributed import check_divisible
+    >>> check_divisible(32, 4)
+    >>> check_divisible(10, 4)
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: --meta-batch 10 cannot be split evenly over 4 processes; choose a
+    multiple of 4 (e.g. 8 or 12)
+    """
     if meta_batch % world_size:
         lower = meta_batch - meta_batch % world_size
         options = [n for n in (lower, lower + world_size) if n > 0]
@@ -69,7 +92,13 @@ def check_divisible(meta_batch: int, world_size: int) -> None:
 
 
 def process_device(device: torch.device, group: ProcessGroup) -> torch.device:
-    """Each rank's device: ``cuda`` (without an index) becomes ``cuda:LOCAL_RANK``."""
+    """Each rank's device: ``cuda`` (without an index) becomes ``cuda:LOCAL_RANK``.
+
+    >>> import torch
+    >>> from mamlkit.distributed import ProcessGroup, process_device
+    >>> process_device(torch.device("cuda"), ProcessGroup(rank=1, world_size=2, local_rank=1))
+    device(type='cuda', index=1)
+    """
     if group.distributed and device.type == "cuda" and device.index is None:
         return torch.device("cuda", group.local_rank)
     return device
@@ -80,7 +109,14 @@ def process_group(device: torch.device) -> Iterator[ProcessGroup]:
     """Join the process group ``torchrun`` describes in the environment, and leave it after.
 
     Without torchrun (``WORLD_SIZE`` unset or 1) nothing is initialised and the group is this
-    process alone. The backend is nccl for a CUDA ``device``, else gloo.
+    process alone. The backend is nccl for a CUDA ``device``, else gloo. A process group that
+    was already initialised (by the caller) is used and left alone.
+
+    >>> import torch
+    >>> from mamlkit.distributed import process_group
+    >>> with process_group(torch.device("cpu")) as group:  # not under torchrun
+    ...     group
+    ProcessGroup(rank=0, world_size=1, local_rank=0)
     """
     world_size = world_size_from_environment()
     if world_size == 1:
@@ -108,7 +144,14 @@ def process_group(device: torch.device) -> Iterator[ProcessGroup]:
 
 
 def shard(batches: Iterable[Any], group: ProcessGroup) -> Iterator[Any]:
-    """This rank's contiguous share of the tasks (dimension 0) of each meta-batch."""
+    """This rank's contiguous share of the tasks (dimension 0) of each meta-batch.
+
+    >>> import torch
+    >>> from mamlkit.distributed import ProcessGroup, shard
+    >>> batch = (torch.arange(4), 10 * torch.arange(4))  # 4 tasks
+    >>> list(shard([batch], ProcessGroup(rank=1, world_size=2)))
+    [(tensor([2, 3]), tensor([20, 30]))]
+    """
     for batch in batches:
         if not group.distributed:
             yield batch
@@ -126,7 +169,8 @@ def average_gradients(
     """Average the ``.grad`` of ``parameters`` and the ``metrics`` over all ranks, in place.
 
     One all-reduce per gradient dtype plus one for the metrics. Every rank runs the same graph,
-    so the same parameters have a gradient on every rank. Returns the averaged metrics.
+    so the same parameters have a gradient on every rank. Returns the averaged metrics; in a
+    group of one process, ``metrics`` unchanged (nothing is communicated).
     """
     if not group.distributed:
         return metrics

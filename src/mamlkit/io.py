@@ -1,4 +1,21 @@
-"""Files written so that a crash never leaves a half-written one: temp file + ``os.replace``."""
+"""Files written so that a crash never leaves a half-written one: temp file + ``os.replace``.
+
+Also the only way mamlkit reads and writes tensors: safetensors files, which never execute code
+when loaded (pickles and ``torch.save`` files are refused, with a message saying why).
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> import torch
+>>> from mamlkit.io import atomic_write_json, load_tensors, save_tensors
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = save_tensors(Path(folder) / "w.safetensors", {"w": torch.ones(2)}, {"kind": "demo"})
+...     print(load_tensors(path))
+...     print(atomic_write_json(Path(folder) / "summary.json", {"loss": 0.5}).read_text(), end="")
+({'w': tensor([1., 1.])}, {'kind': 'demo'})
+{
+  "loss": 0.5
+}
+"""
 
 from __future__ import annotations
 
@@ -39,17 +56,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (keys in their order, a final newline) atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> Path:
-    """Atomically save tensors as safetensors (contiguous CPU copies) with string metadata."""
+    """Atomically save tensors as safetensors (contiguous CPU copies) with string metadata;
+    returns ``path``. See the module docstring for an example."""
     from safetensors.torch import save
 
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -57,7 +77,11 @@ def save_tensors(
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load a safetensors file (never executes code); errors name the file."""
+    """Load a safetensors file (never executes code): ``(tensors, metadata)``.
+
+    A missing file is a ``FileNotFoundError``; anything else unreadable a ``ValueError`` that
+    names the file and says what it looks like (truncated, a pickle, a ``torch.save`` archive).
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)

@@ -26,7 +26,19 @@ def _status_kib(key: str) -> int | None:
 
 
 class PeakMemory:
-    """``with PeakMemory(device) as peak: ...`` then ``peak.bytes`` and ``peak.method``."""
+    """``with PeakMemory(device) as peak: ...`` then ``peak.bytes`` and ``peak.method``.
+
+    ``bytes`` is the peak above what was resident at the start (``None`` where it cannot be
+    measured); ``method`` says how it was measured (see the module docstring), so reports can
+    say what their numbers mean.
+
+    >>> import torch
+    >>> from mamlkit.memory import PeakMemory
+    >>> with PeakMemory("cpu") as peak:
+    ...     x = torch.ones(1_000_000)
+    >>> peak.bytes is None or peak.bytes >= 0
+    True
+    """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)

@@ -32,6 +32,18 @@ def fit_curves(
 
     Values are float64 arrays ``[B, G, outputs]``; no meta-graph is kept, and the learner's
     train/eval mode is restored.
+
+    >>> import torch
+    >>> from mamlkit import MetaLearner
+    >>> from mamlkit.data import SinusoidSampler
+    >>> from mamlkit.models import MLP
+    >>> from mamlkit.plots import fit_curves
+    >>> learner = MetaLearner(MLP(), "maml", inner_lr=0.01, task="regression")
+    >>> episode = SinusoidSampler(shots=5, queries=5, meta_batch=2).sample()
+    >>> grid = torch.linspace(-5, 5, 50).reshape(1, 50, 1).expand(2, 50, 1)
+    >>> curves = fit_curves(learner, episode.support_x, episode.support_y, grid, steps=[1, 5])
+    >>> sorted(curves), curves[5].shape
+    ([0, 1, 5], (2, 50, 1))
     """
     tasks, points = grid.shape[:2]
     was_training = learner.training
@@ -67,7 +79,8 @@ def write_regression_fits(
     before adaptation, after one inner step and after ``steps`` steps, on ``points`` inputs
     spread over ``x_range`` (default: the support inputs' range). Writes a PNG to ``path`` and
     returns the mean squared error against the true function on those inputs, per task, under
-    ``"before"``, ``"step_1"`` and ``"step_K"`` (K = ``steps``).
+    ``"before"``, ``"step_1"`` and ``"step_K"`` (K = ``steps``). :func:`mamlkit.runs.eval_run`
+    draws ``fits.png`` of a regression run with it (its docstring has an example).
     """
     from matplotlib.figure import Figure
 

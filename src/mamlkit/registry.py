@@ -21,7 +21,33 @@ class UnknownNameError(KeyError, ValueError):
 
 
 class Registry(Generic[T]):
-    """A mapping from a unique name to an object, with "did you mean" on unknown names."""
+    """A mapping from a unique name to an object, with "did you mean" on unknown names.
+
+    :data:`mamlkit.ALGORITHMS`, :data:`mamlkit.MODELS` and :data:`mamlkit.data.DATASETS` are
+    registries. Names are non-empty and lower case, and a name can be registered only once, so a
+    plug-in cannot silently replace a built-in entry. Iterating gives the names in sorted order.
+
+    Args:
+        kind: what the entries are (``"model"``), used in error messages.
+
+    >>> from mamlkit.registry import Registry
+    >>> widgets = Registry("widget")
+    >>> widgets.add("small", 1)
+    1
+    >>> @widgets.register("large")
+    ... def large():
+    ...     return 100
+    >>> widgets.names(), "small" in widgets, len(widgets)
+    (['large', 'small'], True, 2)
+    >>> widgets.add("small", 2)
+    Traceback (most recent call last):
+        ...
+    ValueError: widget 'small' is already registered; pick another name
+    >>> widgets.get("smal")
+    Traceback (most recent call last):
+        ...
+    mamlkit.registry.UnknownNameError: unknown widget 'smal'; did you mean 'small'? ...
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -52,11 +78,13 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
+        """The error message for an unknown ``name``: the closest known name and all of them."""
         close = difflib.get_close_matches(str(name), self._entries, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})"
 
     def names(self) -> list[str]:
+        """Every registered name, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

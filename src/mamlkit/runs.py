@@ -4,8 +4,8 @@ Run folder contents: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (o
 logged iteration), ``model.safetensors`` (the learner's state: model weights and learned inner
 learning rates), ``checkpoint.safetensors`` (everything to resume exactly, see
 :mod:`mamlkit.checkpoint`), ``summary.json`` (written at the end), and ``eval.json`` after
-``mamlkit eval``
-(for a regression dataset such as ``sinusoid`` also ``fits.png``, the fits to a few test tasks).
+``mamlkit eval`` (for a regression dataset such as ``sinusoid`` also ``fits.png``, the fits to a
+few test tasks).
 
 A dataset whose ``task`` is ``"regression"`` (a :class:`~mamlkit.data.TaskDistribution`) makes
 its own sampler and trains a ``MetaLearner(..., task="regression")`` with one model output per
@@ -58,7 +58,16 @@ WEIGHTS_FORMAT = "mamlkit-learner-v1"
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; an unavailable CUDA device is an error."""
+    """``auto`` -> cuda when available else cpu; an unavailable CUDA device is an error.
+
+    >>> from mamlkit.runs import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("gpu")
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: unknown device 'gpu'; use cpu, cuda, cuda:N or auto
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -76,6 +85,16 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
     Every factory gets ``root``, ``split`` and ``download``; ``validation`` and ``split_seed`` go
     to factories that take them, and setting them for one that does not is an error (never a
     silently ignored flag).
+
+    >>> from mamlkit.config import TrainConfig
+    >>> from mamlkit.runs import build_dataset
+    >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp"), "test")
+    Sinusoid(split='test', amplitude=(0.1, 5.0), phase=(0.0, 3.14159...), x_range=(-5.0, 5.0))
+    >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp", validation=True), "test")
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: dataset 'sinusoid' has fixed splits: validation cannot be set
+    (got True)
     """
     from mamlkit.data import DATASETS
 
@@ -108,7 +127,12 @@ def dataset_task(dataset: Any) -> str:
 
 def registered_task(name: str) -> str:
     """The task of the registered dataset ``name``, without building it (the factory's ``task``
-    attribute; factories without one are classification)."""
+    attribute; factories without one are classification).
+
+    >>> from mamlkit.runs import registered_task
+    >>> registered_task("sinusoid"), registered_task("omniglot")
+    ('regression', 'classification')
+    """
     from mamlkit.data import DATASETS
 
     return str(getattr(DATASETS.get(name), "task", "classification"))
@@ -148,7 +172,20 @@ def build_learner(
     An image shape ``[C, H, W]`` is passed to the model factory as ``in_channels=C,
     image_size=W``; a model that declares ``input_ndim`` refuses inputs of another rank. The
     model gets ``num_outputs`` outputs (default ``config.ways``, one logit per class); ``task``
-    is the learner's (``"regression"``: float targets, MSE loss).
+    is the learner's (``"regression"``: float targets, MSE loss). An algorithm with per-step
+    running statistics (BNRS) gets a model built with ``track_running_stats=True`` where the
+    factory takes it.
+
+    >>> from mamlkit.config import TrainConfig
+    >>> from mamlkit.runs import build_learner
+    >>> learner = build_learner(TrainConfig(model="conv4", ways=20), (1, 28, 28))
+    >>> learner.model.head.out_features, learner.algorithm.name
+    (20, 'maml')
+    >>> build_learner(TrainConfig(model="conv4", dataset="sinusoid"), (1,))
+    Traceback (most recent call last):
+        ...
+    mamlkit.config.ConfigError: model 'conv4' takes inputs of rank 3 but dataset 'sinusoid' gives
+    inputs of shape [1]; choose another --model, e.g. --model mlp
     """
     factory = MODELS.get(config.model)
     input_ndim = getattr(factory, "input_ndim", None)
@@ -191,7 +228,12 @@ def build_learner(
 
 
 def environment() -> dict[str, Any]:
-    """Where a run ran: versions, CPU, threads, GPU."""
+    """Where a run ran: versions, CPU, threads, GPU (recorded in ``summary.json``).
+
+    >>> from mamlkit.runs import environment
+    >>> sorted(environment())  # doctest: +ELLIPSIS
+    [...'date', 'platform', 'processor', 'python', 'torch', 'torch_threads']
+    """
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
@@ -232,6 +274,11 @@ def save_learner(
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
+    """Create the run folder ``out``, or clear the files of an earlier run in it.
+
+    A folder that already holds a run is refused unless ``overwrite``; then only the files a
+    run writes are deleted (anything else there is kept). Returns ``out`` as a ``Path``.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run")
@@ -256,7 +303,15 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
 
 
 def outer_lr_schedule(config: TrainConfig) -> str:
-    """The schedule a run uses: the config's, else its algorithm's default."""
+    """The schedule a run uses: the config's, else its algorithm's default.
+
+    >>> from mamlkit.config import TrainConfig
+    >>> from mamlkit.runs import outer_lr_schedule
+    >>> outer_lr_schedule(TrainConfig(algorithm="mamlpp")), outer_lr_schedule(TrainConfig())
+    ('cosine', 'constant')
+    >>> outer_lr_schedule(TrainConfig(algorithm="maml", outer_lr_schedule="cosine"))
+    'cosine'
+    """
     return config.outer_lr_schedule or resolve_algorithm(config.algorithm).outer_lr_schedule
 
 
@@ -360,6 +415,29 @@ def train_run(
     Launched by ``torchrun --nproc_per_node=P``, the P processes split each meta-batch and
     average their meta-gradients (:mod:`mamlkit.distributed`); only rank 0 writes files, and P
     must divide ``meta_batch``.
+
+    Sinusoid regression needs no data, so a complete (tiny) run takes a moment:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from mamlkit.config import EvalConfig, TrainConfig
+    >>> from mamlkit.runs import eval_run, train_run
+    >>> config = TrainConfig(
+    ...     dataset="sinusoid", model="mlp", hidden=40, shots=10, queries=10, inner_lr=0.01,
+    ...     meta_batch=4, iterations=3, log_every=1, progress=False,
+    ... )
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> run = Path(folder.name) / "run"
+    >>> summary = train_run(config, run)
+    >>> summary["iterations"], summary["task"]
+    (3, 'regression')
+    >>> sorted(path.name for path in run.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+    ['checkpoint.safetensors', 'config.yaml', 'metrics.jsonl', 'model.safetensors',
+     'summary.json']
+    >>> result = eval_run(run, EvalConfig(tasks=8, meta_batch=4), progress=False)
+    >>> type(result).__name__, (run / "eval.json").is_file(), (run / "fits.png").is_file()
+    ('RegressionEvalResult', True, True)
+    >>> folder.cleanup()
     """
     device = resolve_device(config.device)
     world_size = world_size_from_environment()
@@ -519,7 +597,12 @@ def _train_in_group(
 def load_run(
     run_dir: str | Path, *, device: torch.device | None = None
 ) -> tuple[TrainConfig, MetaLearner]:
-    """Rebuild the config and the trained learner of a run folder."""
+    """Rebuild the config and the trained learner of a run folder.
+
+    The learner is built from ``config.yaml`` and the shape and task recorded in
+    ``model.safetensors``, then loaded strictly; a folder that is not a run, or weights that do
+    not fit the config, are errors naming the file. ``device``: where to move the learner.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder at {run_dir}")
@@ -581,7 +664,8 @@ def eval_run(
     A regression run (e.g. ``sinusoid``) gives a :class:`RegressionEvalResult` (MSE) and also
     writes ``fits.png``: the true function, the support points and the predictions before
     adaptation, after one step and after K steps for the first 4 test tasks (when its sampler
-    has ``sample_with_tasks``, as the sinusoid's does).
+    has ``sample_with_tasks``, as the sinusoid's does). ``device`` and ``data_root`` replace the
+    run's own (e.g. to evaluate on another machine); see :func:`train_run` for an example.
     """
     evaluation = evaluation or EvalConfig()
     run_dir = Path(run_dir)

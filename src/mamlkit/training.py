@@ -77,8 +77,10 @@ def fit(
 
     Each iteration: draw a meta-batch, zero grads, ``learner.meta_backward`` (the meta-loss
     backpropagated ``learner.tasks_per_backward`` tasks at a time), ``optimizer.step()`` (and
-    ``scheduler.step()``). A non-finite loss stops training with a
-    ``FloatingPointError`` naming the iteration. ``on_log`` receives a record every ``log_every``
+    ``scheduler.step()``). A non-finite loss or meta-gradient stops training before the step
+    with a ``FloatingPointError`` naming the iteration (and the first inner step whose query loss
+    is not finite, where one is). ``learner.iteration`` is set to each iteration's 0-based index
+    first, so the MAML++ schedules follow it. ``on_log`` receives a record every ``log_every``
     iterations and at the last one; ``train_seconds`` in it counts only the iterations themselves
     (episode sampling included, time spent inside ``on_log`` excluded), so callers may evaluate
     there without distorting timings. Returns the per-iteration losses.
@@ -91,6 +93,24 @@ def fit(
     ``after_backward(metrics)`` runs between the backward pass and the checks before the step, and
     returns the metrics to use (scale-out: average the gradients and metrics over processes, see
     :mod:`mamlkit.distributed`).
+
+    ``episodes`` yields ``(support_x, support_y, query_x, query_y)`` meta-batches, e.g. an
+    :class:`~mamlkit.data.EpisodeSampler` (moved to ``device`` if given). An endless stream needs
+    ``iterations``. Meta-training sinusoid regression for a few iterations:
+
+    >>> import torch
+    >>> from mamlkit import MetaLearner, fit
+    >>> from mamlkit.data import SinusoidSampler
+    >>> from mamlkit.models import MLP
+    >>> learner = MetaLearner(MLP(), "maml", inner_lr=0.01, task="regression")
+    >>> optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
+    >>> records = []
+    >>> losses = fit(
+    ...     learner, SinusoidSampler(shots=10, queries=10, meta_batch=4, seed=0), optimizer,
+    ...     iterations=5, progress=False, log_every=5, on_log=records.append,
+    ... )
+    >>> len(losses), sorted(records[0])
+    (5, ['iteration', 'iteration_seconds', 'loss', 'train_seconds'])
     """
     from tqdm.auto import tqdm
 
@@ -201,7 +221,27 @@ def train_maml(
     ``task_dataloader`` yields ``(support_x, support_y, query_x, query_y)`` task batches (e.g. an
     :class:`mamlkit.data.EpisodeSampler`); it is consumed once, or for ``iterations`` batches.
     The outer optimiser is Adam with ``outer_lr``. Returns the trained model, the learner (which
-    holds any learned inner learning rates) and the per-iteration meta-losses.
+    holds any learned inner learning rates) and the per-iteration meta-losses. ``settings`` go to
+    :class:`~mamlkit.MAML` (e.g. ``task="regression"``, ``execution="loop"``).
+
+    The one-call entry point; :func:`fit` is the same loop with your own optimiser, schedule
+    and logging. 5-way 1-shot Omniglot (needs the data, so not run here):
+
+    >>> from mamlkit import Conv4, train_maml
+    >>> from mamlkit.data import EpisodeSampler, Omniglot
+    >>> tasks = EpisodeSampler(Omniglot(download=True), 5, 1, 15, 32)  # doctest: +SKIP
+    >>> model, learner, losses = train_maml(Conv4(), tasks, 0.4, iterations=100)  # doctest: +SKIP
+
+    Sinusoid regression, which needs no data:
+
+    >>> from mamlkit.data import SinusoidSampler
+    >>> from mamlkit.models import MLP
+    >>> model, learner, losses = train_maml(
+    ...     MLP(), SinusoidSampler(10, 10, 4), inner_lr=0.01, inner_steps=1, iterations=3,
+    ...     progress=False, task="regression",
+    ... )
+    >>> learner.algorithm.name, len(losses)
+    ('maml', 3)
     """
     learner = MAML(
         model,
@@ -225,7 +265,18 @@ class EvalResult:
     """Test accuracy over tasks: mean, 95% confidence half-width (1.96 std / sqrt(tasks)), spread.
 
     ``std`` is the population standard deviation of the per-task accuracies (``ddof=0``, as in the
-    MAML papers' code). ``per_step_*`` hold means over tasks after 0, 1, ..., K inner steps.
+    MAML papers' code). ``per_step_*`` hold means over tasks after 0, 1, ..., K inner steps;
+    ``task_accuracies`` the final accuracy of each task. What :func:`evaluate` returns for a
+    classification learner.
+
+    >>> from mamlkit import EvalResult
+    >>> result = EvalResult(
+    ...     accuracy=0.9, ci95=0.01, std=0.12, tasks=600, inner_steps=3,
+    ...     per_step_accuracy=[0.2, 0.8, 0.9, 0.9], per_step_loss=[1.6, 0.5, 0.3, 0.3],
+    ...     task_accuracies=[],
+    ... )
+    >>> result.summary()
+    'accuracy 90.00% +- 1.00% (600 tasks)'
     """
 
     accuracy: float
@@ -238,9 +289,11 @@ class EvalResult:
     task_accuracies: list[float] = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-able data (what ``eval.json`` records)."""
         return asdict(self)
 
     def summary(self) -> str:
+        """One line: mean accuracy +- 95% confidence half-width (percent) and the task count."""
         return f"accuracy {100 * self.accuracy:.2f}% +- {100 * self.ci95:.2f}% ({self.tasks} tasks)"
 
 
@@ -265,9 +318,11 @@ class RegressionEvalResult:
     task: str = "regression"
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-able data (what ``eval.json`` records)."""
         return asdict(self)
 
     def summary(self) -> str:
+        """One line: mean MSE +- 95% confidence half-width and the task count."""
         return f"MSE {self.mse:.3f} +- {self.ci95:.3f} ({self.tasks} tasks)"
 
 
@@ -285,6 +340,21 @@ def evaluate(
     Classification learners give an :class:`EvalResult` (accuracy); regression learners
     (``task="regression"``, which must use the default ``mse_loss``) a
     :class:`RegressionEvalResult` (MSE).
+
+    ``inner_steps`` defaults to the learner's; ``episodes`` is read until ``tasks`` tasks are
+    scored (tasks beyond them in the last meta-batch are dropped; running out first is a
+    ``ValueError``). The learner is put in eval mode while scoring and back in train mode after.
+    No meta-graph is built. Usually ``episodes`` is a sampler of the test split with its own
+    seed, so every algorithm is tested on the same tasks.
+
+    >>> from mamlkit import MetaLearner, evaluate
+    >>> from mamlkit.data import SinusoidSampler
+    >>> from mamlkit.models import MLP
+    >>> learner = MetaLearner(MLP(), "maml", inner_lr=0.01, inner_steps=2, task="regression")
+    >>> test = SinusoidSampler(shots=10, queries=10, meta_batch=4, seed=0, split="test")
+    >>> result = evaluate(learner, test, tasks=8, progress=False)
+    >>> type(result).__name__, result.tasks, len(result.per_step_loss)  # before, 1 and 2 steps
+    ('RegressionEvalResult', 8, 3)
     """
     from tqdm.auto import tqdm
 
@@ -351,4 +421,10 @@ def _spread(per_task: Tensor) -> tuple[float, float, float]:
 
 
 def median_or_nan(values: list[float]) -> float:
+    """The median of ``values``, or NaN for none (e.g. per-iteration times of an empty run).
+
+    >>> from mamlkit.training import median_or_nan
+    >>> median_or_nan([3.0, 1.0, 2.0]), median_or_nan([])
+    (2.0, nan)
+    """
     return statistics.median(values) if values else float("nan")

@@ -18,7 +18,27 @@ from mamlkit.registry import Registry
 
 @dataclass(frozen=True)
 class ComparePreset:
-    """Settings of a comparison run (see ``mamlkit compare --help``)."""
+    """Settings of a comparison run (see ``mamlkit compare --help``).
+
+    Attributes:
+        name: the registry name (``--preset``).
+        description: what the preset is for, shown by ``mamlkit list``.
+        algorithms: the algorithms ``mamlkit compare`` runs by default.
+        train: :class:`~mamlkit.config.TrainConfig` values shared by every algorithm.
+        per_algorithm: an algorithm's own train values, over the shared ones (a variant
+            ``"mamlpp[...]"`` uses the entry of its preset ``mamlpp``).
+        evaluation: :class:`~mamlkit.config.EvalConfig` values shared by every algorithm.
+        per_algorithm_evaluation: an algorithm's own evaluation values.
+        curve_points: test evaluations during training (the accuracy-vs-time curve).
+        curve_tasks: test tasks of each of those evaluations.
+
+    >>> from mamlkit.compare import COMPARE_PRESETS
+    >>> paper = COMPARE_PRESETS.get("paper-5way-1shot")
+    >>> paper.train_values("maml")["meta_batch"], paper.train_values("mamlpp")["meta_batch"]
+    (32, 8)
+    >>> paper.train_values("mamlpp[bn_per_step_stats=true]")["meta_batch"]
+    8
+    """
 
     name: str
     description: str
@@ -47,6 +67,9 @@ def _own_values(table: dict[str, dict[str, Any]], algorithm: str) -> dict[str, A
     return table.get(algorithm.partition("[")[0].strip(), {})
 
 
+#: Comparison presets by name (``mamlkit compare --preset NAME``): ``quick`` (a short CPU run of
+#: six algorithms under equal settings), ``paper-{5,20}way-{1,5}shot`` (each algorithm's published
+#: Omniglot protocol) and ``paper`` (the same as ``paper-5way-1shot``).
 COMPARE_PRESETS: Registry[ComparePreset] = Registry("compare preset")
 
 COMPARE_PRESETS.add(

@@ -48,6 +48,17 @@ def plan_algorithms(
 
     Precedence, low to high: the preset's shared values, its per-algorithm values, then each of
     ``train_layers`` / ``eval_layers`` in order (config file, then command-line flags).
+    ``algorithms`` defaults to the preset's. Every name and value is checked here, before any
+    training starts; regression datasets are refused (comparisons report accuracies).
+
+    >>> from mamlkit.compare import COMPARE_PRESETS, plan_algorithms
+    >>> plans = plan_algorithms(
+    ...     COMPARE_PRESETS.get("quick"), ["maml", "anil"], train_layers=[{"iterations": 50}]
+    ... )
+    >>> sorted(plans), sorted(plans["anil"])
+    (['anil', 'maml'], ['curve_points', 'curve_tasks', 'evaluation', 'train'])
+    >>> plans["anil"]["train"]["iterations"], plans["anil"]["evaluation"]["tasks"]
+    (50, 400)
     """
     names = list(algorithms) if algorithms else list(preset.algorithms)
     if len(set(names)) != len(names):
@@ -108,7 +119,20 @@ def run_comparison(
     command: str = "",
     log: Any = print,
 ) -> dict[str, Any]:
-    """Train and evaluate each planned algorithm (a subprocess each); write results and report."""
+    """Train and evaluate each planned algorithm (a subprocess each); write results and report.
+
+    ``plans`` comes from :func:`plan_algorithms`. Each algorithm runs in a fresh
+    ``python -m mamlkit.compare.worker`` process, so none inherits another's memory or caches;
+    a failure raises :class:`ComparisonFailed`. ``resume=True`` skips algorithms whose
+    ``result.json`` matches their plan. ``log`` receives progress lines; ``command`` is recorded
+    in ``results.json``. Returns the content of ``results.json``.
+
+    Needs the Omniglot data and minutes of training, so the example is not run here:
+
+    >>> from mamlkit.compare import COMPARE_PRESETS, plan_algorithms, run_comparison
+    >>> quick = COMPARE_PRESETS.get("quick")
+    >>> results = run_comparison(quick, plan_algorithms(quick), "compare-quick")  # doctest: +SKIP
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
@@ -182,6 +206,8 @@ def write_report(out: str | Path, results: dict[str, Any] | None = None) -> None
 
 
 def finished_line(record: dict[str, Any]) -> str:
+    """The one-line summary printed when an algorithm of a comparison has finished: its test
+    accuracy with the 95% confidence half-width, training time and peak memory."""
     memory = record["peak_memory_bytes"]
     memory_text = f"{memory / 2**20:.0f} MiB" if memory is not None else "not measured"
     return (

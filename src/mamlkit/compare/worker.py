@@ -114,6 +114,8 @@ def run_plan(folder: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m mamlkit.compare.worker FOLDER``: run ``FOLDER/plan.json`` (see :func:`run_plan`);
+    returns the exit status (errors are printed in one line, as by the ``mamlkit`` command)."""
     from mamlkit.cli import run_guarded
 
     args = sys.argv[1:] if argv is None else argv

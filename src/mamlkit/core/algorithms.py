@@ -47,6 +47,20 @@ class AlgorithmSpec:
         outer_lr_schedule: the outer learning-rate schedule a run uses unless told otherwise:
             ``constant`` or ``cosine`` (MAML++'s cosine annealing of the meta learning rate).
         reference: the paper the preset follows.
+
+    Construction checks every setting and the combinations that cannot work (e.g. Reptile with a
+    learned inner learning rate), so a bad spec fails when it is written, not during training.
+
+    >>> from mamlkit import AlgorithmSpec
+    >>> spec = AlgorithmSpec("head-only", adapt=("head.*",), update_rule="per_tensor")
+    >>> spec.adapting(["features.block1.conv.weight", "head.weight", "head.bias"])
+    ['head.weight', 'head.bias']
+    >>> spec.replace(first_order=True).first_order
+    True
+    >>> AlgorithmSpec("bad", outer_gradient="reptile")
+    Traceback (most recent call last):
+        ...
+    ValueError: reptile never differentiates through the inner loop: set first_order=True
     """
 
     name: str
@@ -99,7 +113,11 @@ class AlgorithmSpec:
                 raise ValueError("the reptile outer gradient uses no query loss: step_loss='last'")
 
     def replace(self, **changes: object) -> AlgorithmSpec:
-        """A copy with some settings changed; unknown setting names are an error."""
+        """A copy with some settings changed; unknown setting names are an error.
+
+        The copy keeps ``name`` unless it is changed too (a string ``adapt`` becomes a
+        one-pattern tuple), and is checked like any new spec.
+        """
         fields = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - fields)
         if unknown:
@@ -113,7 +131,15 @@ class AlgorithmSpec:
         return [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in self.adapt)]
 
     def settings(self) -> dict[str, object]:
-        """Every setting except ``name`` and ``reference`` (what ``mamlkit list`` prints)."""
+        """Every setting except ``name`` and ``reference`` (what ``mamlkit list`` prints).
+
+        >>> from mamlkit.core.algorithms import parse_algorithm
+        >>> parse_algorithm("mamlpp[derivative_annealing=false]").settings()
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'first_order': False, 'update_rule': 'per_tensor_per_step', 'step_loss': 'msl',
+         'adapt': ('*',), 'outer_gradient': 'meta', 'derivative_annealing': False,
+         'bn_per_step_weights': True, 'bn_per_step_stats': False, 'outer_lr_schedule': 'cosine'}
+        """
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
@@ -126,11 +152,32 @@ BOOLEAN_SETTINGS = tuple(
 )
 
 
+#: The algorithm presets by name: ``maml``, ``fomaml``, ``mamlpp``, ``fomamlpp``, ``anil``,
+#: ``metasgd`` and ``reptile`` (``mamlkit list`` prints their settings); add one with
+#: :func:`register_algorithm`.
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
 
 
 def register_algorithm(spec: AlgorithmSpec) -> AlgorithmSpec:
-    """Add a preset to :data:`ALGORITHMS` (duplicate names are rejected)."""
+    """Add a preset to :data:`ALGORITHMS` (duplicate names are rejected); returns ``spec``.
+
+    A registered preset works everywhere a built-in one does: ``MetaLearner(model, name)``,
+    ``TrainConfig(algorithm=name)``, variants ``name[setting=value]`` and ``mamlkit list``. The
+    registry is global to the process, and a name can be taken only once.
+
+    >>> from mamlkit import AlgorithmSpec, register_algorithm
+    >>> register_algorithm(AlgorithmSpec("maml"))
+    Traceback (most recent call last):
+        ...
+    ValueError: algorithm 'maml' is already registered; pick another name
+
+    Registering a new preset (not run here, as it would change the process's registry):
+
+    >>> from mamlkit import Conv4, MetaLearner
+    >>> anil_lr = AlgorithmSpec("anil-lr", adapt=("head.*",), update_rule="per_tensor")
+    >>> register_algorithm(anil_lr)  # doctest: +SKIP
+    >>> learner = MetaLearner(Conv4(), "anil-lr")  # doctest: +SKIP
+    """
     return ALGORITHMS.add(spec.name, spec)
 
 
@@ -192,7 +239,20 @@ def parse_algorithm(text: str) -> AlgorithmSpec:
     ``"mamlpp[bn_per_step_stats=false,derivative_annealing=false]"`` is MAML++ with two tricks
     switched off; ``"maml[adapt=head.*|features.block4.*]"`` adapts two groups (``|`` separates
     patterns). The variant keeps the full text as its name, so runs and comparisons of variants
-    are told apart. Unknown settings and badly typed values are errors.
+    are told apart. Unknown settings and badly typed values are errors. Booleans are written
+    ``true``/``false``; every other value is taken as text.
+
+    >>> from mamlkit.core.algorithms import parse_algorithm
+    >>> spec = parse_algorithm("maml[adapt=head.*|features.block4.*]")
+    >>> spec.name, spec.adapt
+    ('maml[adapt=head.*|features.block4.*]', ('head.*', 'features.block4.*'))
+    >>> parse_algorithm("mamlpp[derivative_annealing=false]").derivative_annealing
+    False
+    >>> parse_algorithm("maml[first_ordr=true]")
+    Traceback (most recent call last):
+        ...
+    ValueError: algorithm 'maml[first_ordr=true]': unknown setting 'first_ordr'; did you mean
+    'first_order'? ...
     """
     text = text.strip()
     if "[" not in text:
@@ -222,6 +282,22 @@ def parse_algorithm(text: str) -> AlgorithmSpec:
 
 
 def resolve_algorithm(algorithm: str | AlgorithmSpec, **overrides: object) -> AlgorithmSpec:
-    """A registered preset or variant by name (or a spec as is), with ``overrides`` applied."""
+    """A registered preset or variant by name (or a spec as is), with ``overrides`` applied.
+
+    What :class:`~mamlkit.MetaLearner` does with its ``algorithm`` and ``**overrides``
+    arguments. Overrides keep the spec's name (a variant written ``"preset[...]"`` names them).
+
+    >>> from mamlkit.core import AlgorithmSpec, resolve_algorithm
+    >>> resolve_algorithm("maml", first_order=True).first_order
+    True
+    >>> resolve_algorithm("mamlpp[bn_per_step_weights=false]").bn_per_step_weights
+    False
+    >>> resolve_algorithm(AlgorithmSpec("custom", step_loss="msl")).step_loss
+    'msl'
+    >>> resolve_algorithm("mam")
+    Traceback (most recent call last):
+        ...
+    mamlkit.registry.UnknownNameError: unknown algorithm 'mam'; did you mean 'maml'? ...
+    """
     spec = parse_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
     return spec.replace(**overrides) if overrides else spec

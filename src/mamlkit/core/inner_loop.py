@@ -36,7 +36,18 @@ def _at(forward: Forward, at_step: StepView | None, step: int) -> Forward:
 
 
 def functional_forward(model: nn.Module) -> Forward:
-    """``forward(params, x)``: ``model`` evaluated with ``params`` (plus its current buffers)."""
+    """``forward(params, x)``: ``model`` evaluated with ``params`` (plus its current buffers).
+
+    The pure-function view of a model that :func:`adapt` differentiates: the model's own
+    parameters are not used, so adapted weights can be plugged in without touching the model.
+
+    >>> import torch
+    >>> from mamlkit.core import functional_forward
+    >>> model = torch.nn.Linear(2, 1)
+    >>> zeros = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    >>> functional_forward(model)(zeros, torch.ones(4, 2)).squeeze(1)
+    tensor([0., 0., 0., 0.])
+    """
 
     if next(model.buffers(), None) is None:  # e.g. Conv4: skip the per-call buffer lookup
 
@@ -65,7 +76,8 @@ def inner_gradients(
     """Support loss at ``params`` and its gradient w.r.t. the tensors in ``names``.
 
     With ``create_graph=False`` the gradient is taken at detached copies, so no graph of the support
-    pass is kept: first-order steps cost one forward/backward and keep nothing alive.
+    pass is kept: first-order steps cost one forward/backward and keep nothing alive. A tensor
+    that does not affect the loss gets a zero gradient.
     """
     if not create_graph:
         params = {
@@ -105,6 +117,33 @@ def adapt(
     ``None`` in the result and freed as soon as the next step exists, which bounds first-order
     memory to one step's weights whatever the number of steps. ``at_step`` gives the tensors
     of each step (MAML++'s per-step BatchNorm); the support pass of step ``s`` uses step ``s``.
+
+    Second-order MAML by hand on one regression task, with the pieces
+    :class:`~mamlkit.MetaLearner` combines:
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from mamlkit.core import (
+    ...     adapt, functional_forward, last_step_weights, make_update_rule, weighted_query_loss
+    ... )
+    >>> model = torch.nn.Linear(2, 1)
+    >>> forward = functional_forward(model)
+    >>> params = dict(model.named_parameters())
+    >>> update = make_update_rule("fixed", list(params), lr=0.1, steps=3)
+    >>> x, y = torch.randn(8, 2), torch.randn(8, 1)
+    >>> trajectory = adapt(
+    ...     forward, params, x, y, update=update, steps=3, first_order=False, loss_fn=F.mse_loss
+    ... )
+    >>> len(trajectory)  # theta_0 .. theta_3
+    4
+    >>> loss, outputs = weighted_query_loss(
+    ...     forward, trajectory, x, y, last_step_weights(3), loss_fn=F.mse_loss
+    ... )
+    >>> sorted(outputs)  # only the last step's query loss counts
+    [3]
+    >>> loss.backward()  # through all three inner updates into the model's parameters
+    >>> model.weight.grad.shape
+    torch.Size([1, 2])
     """
     names = tuple(update.names if names is None else names)
     # Under torch.no_grad() nothing can be differentiated anyway: take the cheap first-order path.
@@ -143,7 +182,8 @@ def weighted_query_loss(
 
     ``step_weights[s]`` weighs the query loss after inner step ``s + 1`` (evaluated with the
     tensors of step ``s`` under ``at_step``). Returns the weighted loss and the query outputs of
-    each evaluated step (keyed by step number, 1-based), for metrics.
+    each evaluated step (keyed by step number, 1-based), for metrics. All-zero weights are a
+    ``ValueError``. See :func:`adapt` for an example.
     """
     total: Tensor | None = None
     logits_by_step: dict[int, Tensor] = {}

@@ -52,7 +52,21 @@ def check_episode(
     task: str = "classification",
 ) -> None:
     """Validate task-batched episodes: inputs ``[B, n, ...]`` and targets: int64 labels
-    ``[B, n]`` for classification, float targets ``[B, n, ...]`` for regression."""
+    ``[B, n]`` for classification, float targets ``[B, n, ...]`` for regression.
+
+    Every :class:`MetaLearner` method that takes an episode calls it first, so a wrong shape or
+    dtype fails with a message that says what to change, not deep inside a forward pass. Support
+    and query must agree on the number of tasks and the per-example input shape.
+
+    >>> import torch
+    >>> from mamlkit.core import check_episode
+    >>> check_episode(torch.randn(2, 5, 4), torch.zeros(2, 5, dtype=torch.int64))
+    >>> check_episode(torch.randn(5, 4), torch.zeros(5, dtype=torch.int64))
+    Traceback (most recent call last):
+        ...
+    ValueError: support_x must be task-batched [tasks, examples, ...features], got shape (5, 4);
+    add a leading task dimension with x.unsqueeze(0) for one task
+    """
     pairs = [("support", support_x, support_y)]
     if query_x is not None or query_y is not None:
         if query_x is None or query_y is None:
@@ -116,7 +130,15 @@ class AdaptedTasks:
     """Adapted parameters of a batch of tasks; call it on new inputs of them (``[B, n, ...]``).
 
     ``task_params`` holds the adapted tensors as ``[B, *shape]`` (the tensors that do not adapt
-    are shared); :attr:`params` gives them one dict per task.
+    are shared); :attr:`params` gives them one dict per task. What :meth:`MetaLearner.adapt`
+    returns; see :class:`MetaLearner` for an example.
+
+    Attributes:
+        forward: the task forward (:mod:`mamlkit.core.execution`) that evaluates them.
+        task_params: parameter name -> ``[B, *shape]`` (adapted) or ``shape`` (shared) tensor.
+        per_task: the names in ``task_params`` that have a task dimension.
+        tasks: ``B``; inputs must be given for exactly these tasks, in the same order.
+        classification: whether :meth:`predict` takes the arg-max of the outputs.
     """
 
     forward: TaskForward
@@ -131,6 +153,7 @@ class AdaptedTasks:
         return [task_slice(self.task_params, self.per_task, b) for b in range(self.tasks)]
 
     def __call__(self, x: Tensor) -> Tensor:
+        """Outputs ``[B, n, ...]`` of each task's adapted model on its inputs ``x[b]``."""
         if x.dim() < 3 or x.shape[0] != self.tasks:
             raise ValueError(
                 f"expected inputs for {self.tasks} tasks as [tasks, examples, ...], "
@@ -147,7 +170,11 @@ class AdaptedTasks:
 @dataclass
 class TaskScores:
     """Query loss and accuracy of each task after 0, 1, ..., K inner steps (shape ``[B, K+1]``);
-    ``accuracy`` is ``None`` for regression."""
+    ``accuracy`` is ``None`` for regression.
+
+    What :meth:`MetaLearner.score_tasks` returns; column 0 scores the un-adapted model, the last
+    column the model after K steps (what :func:`mamlkit.evaluate` reports).
+    """
 
     loss: Tensor
     accuracy: Tensor | None
@@ -156,8 +183,17 @@ class TaskScores:
 class MetaLearner(nn.Module):
     """A model meta-trained by the algorithm ``algorithm`` (a registered name or a spec).
 
+    Every algorithm (MAML, FOMAML, MAML++, ANIL, Meta-SGD, Reptile and variants) is this one class
+    with a different :class:`AlgorithmSpec`. Episodes are task-batched: support inputs
+    ``[B, N*K, ...]`` with labels ``[B, N*K]`` and query inputs ``[B, N*Q, ...]`` with labels
+    ``[B, N*Q]`` (what :class:`mamlkit.data.EpisodeSampler` yields). Train it with
+    :func:`mamlkit.fit` or by hand with :meth:`meta_loss` / :meth:`meta_backward` and any
+    optimiser over ``learner.parameters()``; ``learner.iteration`` is the outer iteration that
+    the MAML++ schedules follow (:func:`~mamlkit.fit` sets it).
+
     Args:
-        model: any ``nn.Module`` mapping inputs ``[n, ...]`` to logits ``[n, classes]``.
+        model: any ``nn.Module`` mapping inputs ``[n, ...]`` to logits ``[n, classes]`` (or to
+            outputs ``[n, ...]`` matching the targets, for regression).
         algorithm: preset name (see ``mamlkit.ALGORITHMS``) or an :class:`AlgorithmSpec`.
         inner_lr: the (initial) inner learning rate.
         inner_steps: inner gradient steps during meta-training.
@@ -177,6 +213,32 @@ class MetaLearner(nn.Module):
         tasks_per_backward: tasks that :meth:`meta_backward` (and so :func:`mamlkit.fit`)
             backpropagates at a time; ``None``: all of them (fastest, most memory).
         **overrides: replace preset settings, e.g. ``update_rule="per_tensor"``.
+
+    Meta-training on two 3-way 2-shot tasks of 4 features and adapting to them:
+
+    >>> import torch
+    >>> from mamlkit import MetaLearner
+    >>> from mamlkit.models import MLP
+    >>> learner = MetaLearner(MLP(in_channels=4, num_classes=3, hidden=8), "maml", inner_steps=2)
+    >>> support_x, support_y = torch.randn(2, 6, 4), torch.arange(3).repeat(2, 2)
+    >>> query_x, query_y = torch.randn(2, 9, 4), torch.arange(3).repeat(2, 3)
+    >>> loss, metrics = learner.meta_loss(support_x, support_y, query_x, query_y)
+    >>> loss.backward()  # the meta-gradient, through both inner steps
+    >>> sorted(metrics), learner.model.head.weight.grad.shape
+    (['accuracy', 'loss'], torch.Size([3, 8]))
+    >>> adapted = learner.adapt(support_x, support_y)
+    >>> adapted.predict(query_x).shape  # a label per query example of each task
+    torch.Size([2, 9])
+    >>> learner.score_tasks(support_x, support_y, query_x, query_y).accuracy.shape  # 0..2 steps
+    torch.Size([2, 3])
+
+    Learned inner learning rates are parameters of the learner too:
+
+    >>> metasgd = MetaLearner(MLP(in_channels=4, num_classes=3, hidden=8), "metasgd")
+    >>> sum(p.numel() for p in metasgd.parameters()) == 2 * sum(
+    ...     p.numel() for p in metasgd.model.parameters()
+    ... )
+    True
     """
 
     def __init__(

@@ -29,7 +29,14 @@ def batch_norm_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._Batc
 
 
 def batch_norm_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the affine weights and biases of the model's BatchNorm layers."""
+    """Names of the affine weights and biases of the model's BatchNorm layers (what MAML++'s
+    BNWB copies per step).
+
+    >>> from mamlkit import Conv4
+    >>> from mamlkit.core.per_step import batch_norm_parameter_names
+    >>> batch_norm_parameter_names(Conv4())[:2]
+    ['features.block1.norm.weight', 'features.block1.norm.bias']
+    """
     return [
         f"{name}.{leaf}" if name else leaf
         for name, module in batch_norm_modules(model).items()
@@ -43,6 +50,15 @@ def running_stat_names(model: nn.Module) -> list[str]:
     A layer built with ``track_running_stats=False`` (MAML's convention, and mamlkit's
     default) has none: per-step statistics then need a model built with them, and this says so.
     A model without BatchNorm layers has nothing to copy (an empty list).
+
+    >>> from mamlkit import Conv4
+    >>> from mamlkit.core.per_step import running_stat_names
+    >>> running_stat_names(Conv4(track_running_stats=True))[:2]
+    ['features.block1.norm.running_mean', 'features.block1.norm.running_var']
+    >>> running_stat_names(Conv4())
+    Traceback (most recent call last):
+        ...
+    ValueError: per-step BatchNorm running statistics (bn_per_step_stats, MAML++'s BNRS) need ...
     """
     modules = batch_norm_modules(model)
     missing = [name for name, module in modules.items() if not module.track_running_stats]

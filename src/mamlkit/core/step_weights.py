@@ -15,7 +15,12 @@ MSL_MIN_FRACTION = 0.03  # MAML++: a non-final step keeps at least 0.03 / steps 
 
 
 def last_step_weights(steps: int) -> torch.Tensor:
-    """Weights ``[0, ..., 0, 1]``: only the query loss after the final inner step counts (MAML)."""
+    """Weights ``[0, ..., 0, 1]``: only the query loss after the final inner step counts (MAML).
+
+    >>> from mamlkit.core import last_step_weights
+    >>> last_step_weights(3)
+    tensor([0., 0., 1.], dtype=torch.float64)
+    """
     positive_int("inner steps", steps)
     weights = torch.zeros(steps, dtype=torch.float64)
     weights[-1] = 1.0
@@ -29,6 +34,14 @@ def msl_weights(steps: int, iteration: int, anneal_iterations: int) -> torch.Ten
     floor ``0.03/steps`` at ``anneal_iterations``, while the final weight grows so the sum stays 1.
     From ``anneal_iterations`` on only the last step counts, as in the paper's code (where the
     schedule is expressed in epochs of 500 iterations).
+
+    >>> from mamlkit.core import msl_weights
+    >>> msl_weights(3, iteration=0, anneal_iterations=100)
+    tensor([0.3333, 0.3333, 0.3333], dtype=torch.float64)
+    >>> msl_weights(3, iteration=50, anneal_iterations=100)
+    tensor([0.1667, 0.1667, 0.6667], dtype=torch.float64)
+    >>> msl_weights(3, iteration=100, anneal_iterations=100)
+    tensor([0., 0., 1.], dtype=torch.float64)
     """
     positive_int("inner steps", steps)
     if anneal_iterations < 0 or iteration < 0:

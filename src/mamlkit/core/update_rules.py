@@ -42,7 +42,28 @@ def _key(name: str) -> str:
 
 
 class InnerUpdate(nn.Module):
-    """Gradient-descent step ``theta_i <- theta_i - lr(i, step) * g_i`` on the adapting tensors."""
+    """Gradient-descent step ``theta_i <- theta_i - lr(i, step) * g_i`` on the adapting tensors.
+
+    The base of every update rule. A rule is called as ``rule(params, grads, step, state)`` and
+    returns new parameters without modifying its inputs, so the step can be differentiated
+    through (second-order MAML). Subclasses say what ``lr(i, step)`` is in
+    :meth:`learning_rate`; learned rates are the rule's own parameters, which
+    :class:`~mamlkit.MetaLearner` includes in its ``parameters()`` for the outer optimiser.
+
+    Args:
+        names: the parameter names that adapt (the only ones with learning rates).
+        lr: the (initial) learning rate, a finite number > 0.
+        steps: inner steps; per-step rules hold a rate for each.
+
+    >>> import torch
+    >>> from mamlkit.core import make_update_rule
+    >>> rule = make_update_rule("per_tensor_per_step", ["w"], lr=0.5, steps=2)
+    >>> rule.learned_rates(), [name for name, _ in rule.named_parameters()]
+    ({'w': [0.5, 0.5]}, ['rates.w'])
+    >>> params = {"w": torch.tensor([1.0]), "b": torch.tensor([3.0])}
+    >>> rule(params, {"w": torch.tensor([2.0])}, step=1)  # b has no gradient: carried over
+    {'w': tensor([0.], grad_fn=<SubBackward0>), 'b': tensor([3.])}
+    """
 
     def __init__(self, names: Sequence[str], lr: float, steps: int) -> None:
         super().__init__()
@@ -51,6 +72,8 @@ class InnerUpdate(nn.Module):
         self.steps = steps
 
     def learning_rate(self, name: str, step: int) -> Tensor | float:
+        """The learning rate of tensor ``name`` at inner step ``step`` (0-based); a tensor when
+        it is learned, so the outer loop gets its gradient through the update."""
         raise NotImplementedError
 
     def initial_state(self) -> dict[str, Tensor]:
@@ -84,6 +107,7 @@ class FixedLR(InnerUpdate):
     """One constant learning rate for every tensor and step (not learned)."""
 
     def learning_rate(self, name: str, step: int) -> float:
+        """``lr`` for every tensor and step."""
         return self.initial_lr
 
 
@@ -97,6 +121,7 @@ class PerTensorLR(InnerUpdate):
         )
 
     def learning_rate(self, name: str, step: int) -> Tensor:
+        """The learned scalar rate of tensor ``name`` (the same at every step)."""
         return self.rates[_key(name)]
 
 
@@ -110,6 +135,8 @@ class PerTensorPerStepLR(InnerUpdate):
         )
 
     def learning_rate(self, name: str, step: int) -> Tensor:
+        """The learned scalar rate of tensor ``name`` at ``step``; a step beyond the ``steps``
+        the rule was built for has none (a ``ValueError``)."""
         if step >= self.steps:
             raise ValueError(
                 f"learned per-step inner learning rates exist for {self.steps} inner steps; "
@@ -134,6 +161,7 @@ class PerElementLR(InnerUpdate):
         )
 
     def learning_rate(self, name: str, step: int) -> Tensor:
+        """The learned rates of tensor ``name``: a tensor of its shape (the same at every step)."""
         return self.rates[_key(name)]
 
     def learned_rates(self) -> dict[str, list[float]]:
@@ -163,11 +191,14 @@ class InnerAdam(InnerUpdate):
         self.eps = eps
 
     def learning_rate(self, name: str, step: int) -> float:
+        """``lr``, Adam's step size (the effective step also depends on the moments)."""
         return self.initial_lr
 
     def forward(
         self, params: Params, grads: Params, step: int, state: dict[str, Tensor] | None = None
     ) -> Params:
+        """One Adam step; ``state`` (required, from :meth:`initial_state`, empty at step 0)
+        receives the new moment estimates ``m:<name>`` and ``v:<name>`` of every tensor."""
         if state is None:
             raise ValueError("inner Adam needs the state from initial_state() at every step")
         beta1, beta2 = self.betas
@@ -194,7 +225,26 @@ def make_update_rule(
 ) -> InnerUpdate:
     """Build the update rule called ``rule`` (one of :data:`UPDATE_RULES`).
 
-    ``shapes`` (parameter name -> shape) is needed by ``per_element`` only.
+    ``shapes`` (parameter name -> shape) is needed by ``per_element`` only. This is how
+    :class:`~mamlkit.MetaLearner` builds the rule of its algorithm's ``update_rule``.
+
+    >>> import torch
+    >>> from mamlkit.core import make_update_rule
+    >>> rule = make_update_rule("fixed", ["w"], lr=0.5, steps=1)
+    >>> rule({"w": torch.tensor([1.0])}, {"w": torch.tensor([2.0])}, step=0)
+    {'w': tensor([0.])}
+    >>> list(rule.parameters())  # fixed: nothing to learn
+    []
+    >>> adam = make_update_rule("adam", ["w"], lr=0.1, steps=2)
+    >>> state = adam.initial_state()
+    >>> adam({"w": torch.tensor([1.0])}, {"w": torch.tensor([2.0])}, 0, state), sorted(state)
+    ({'w': tensor([0.9000])}, ['m:w', 'v:w'])
+    >>> make_update_rule("per_element", ["w"], 0.5, 1, {"w": torch.Size([3])}).rates["w"].shape
+    torch.Size([3])
+    >>> make_update_rule("sgd", ["w"], 0.5, 1)
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown inner update rule 'sgd'; choose one of ('fixed', 'per_tensor', ...)
     """
     if rule == "per_element":
         if shapes is None:

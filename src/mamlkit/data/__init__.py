@@ -1,6 +1,12 @@
 """Data layer: few-shot datasets (by name in :data:`DATASETS`) and the episode sampler.
 
 Importing this package is cheap: images are only decoded when a dataset is constructed.
+
+>>> from mamlkit.data import DATASETS
+>>> DATASETS.names()
+['miniimagenet', 'omniglot', 'sinusoid']
+>>> DATASETS.get("sinusoid")(split="test")
+Sinusoid(split='test', amplitude=(0.1, 5.0), phase=(0.0, 3.14159...), x_range=(-5.0, 5.0))
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ def make_omniglot(
     **options: Any,
 ) -> Omniglot:
     """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (rotations, image_size,
-    cache_dir); ``progress``: a progress bar while downloading."""
+    cache_dir); ``progress``: a progress bar while downloading.
+
+    The ``omniglot`` entry of :data:`DATASETS` (what ``--dataset omniglot`` builds).
+    """
     return Omniglot(
         root,
         split,
@@ -64,7 +73,11 @@ def make_miniimagenet(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> MiniImageNet:
-    """The mini-ImageNet split ``split`` (Ravi & Larochelle); it cannot be downloaded."""
+    """The mini-ImageNet split ``split`` (Ravi & Larochelle); it cannot be downloaded.
+
+    The ``miniimagenet`` entry of :data:`DATASETS`; the arguments are those of
+    :class:`MiniImageNet`.
+    """
     return MiniImageNet(
         root,
         split,

@@ -39,7 +39,12 @@ class ChecksumError(DownloadError):
 
 def omniglot_base_url(base_url: str | None = None) -> str:
     """The base URL to fetch archives from: ``base_url``, else ``$MAMLKIT_OMNIGLOT_URL``, else the
-    official repository."""
+    official repository.
+
+    >>> from mamlkit.data.download import omniglot_base_url
+    >>> omniglot_base_url("file:///srv/mirror/omniglot/")
+    'file:///srv/mirror/omniglot'
+    """
     url = base_url or os.environ.get(OMNIGLOT_URL_ENV) or OMNIGLOT_URL
     return url.rstrip("/")
 
@@ -126,7 +131,14 @@ def download_omniglot(
 ) -> list[Path]:
     """Download whichever Omniglot archives are missing from ``folder``; returns the ones fetched.
 
-    Archives already present are left alone and not checksummed.
+    Archives already present are left alone and not checksummed. ``base_url`` (default
+    :func:`omniglot_base_url`) is where ``<base_url>/images_background.zip`` and
+    ``images_evaluation.zip`` are fetched from; ``Omniglot(download=True)`` calls this.
+
+    >>> from mamlkit.data import download_omniglot
+    >>> download_omniglot("data/omniglot")  # doctest: +SKIP
+    [PosixPath('data/omniglot/images_background.zip'),
+     PosixPath('data/omniglot/images_evaluation.zip')]
     """
     folder = Path(folder)
     base = omniglot_base_url(base_url)

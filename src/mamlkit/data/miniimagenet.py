@@ -179,6 +179,13 @@ class MiniImageNet:
         cache_dir: where decoded images are cached (default ``$MAMLKIT_CACHE``, else
             ``~/.cache/mamlkit/decoded``).
         progress: show a progress bar while decoding.
+
+    The data must be on disk (see the module docstring), so the example is not run as a doctest:
+
+    >>> from mamlkit.data import MiniImageNet
+    >>> test = MiniImageNet("~/data", split="test")  # doctest: +SKIP
+    >>> test.num_classes, test.image_shape, test.is_standard  # doctest: +SKIP
+    (20, (3, 84, 84), True)
     """
 
     def __init__(

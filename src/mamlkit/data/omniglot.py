@@ -92,6 +92,18 @@ def split_characters(split: str, *, validation: bool = False, split_seed: int = 
     """Indices (into the name-sorted list of all 1623 characters) of one split, sorted.
 
     Uses its own ``numpy.random.default_rng(split_seed)``, so global seeds never change the split.
+    No data is needed: the split is a permutation of the character indices.
+
+    >>> from mamlkit.data import split_characters
+    >>> len(split_characters("train")), len(split_characters("test"))
+    (1200, 423)
+    >>> len(split_characters("val", validation=True))
+    100
+    >>> split_characters("val")
+    Traceback (most recent call last):
+        ...
+    ValueError: omniglot split 'val' exists only with validation=True; valid splits without it:
+    'train', 'test'
     """
     sizes = _check_split(split, validation)
     order = np.random.default_rng(split_seed).permutation(NUM_CHARACTERS)
@@ -138,6 +150,21 @@ class Omniglot:
         cache_dir: where decoded images are cached (default ``$MAMLKIT_CACHE``, else
             ``~/.cache/mamlkit/decoded``).
         split_seed: seed of the character permutation that defines the splits.
+
+    A missing archive is a ``FileNotFoundError`` that says where it was looked for and how to get
+    it; a damaged one an :class:`OmniglotArchiveError`. The examples need the archives, so they
+    are not run as doctests:
+
+    >>> from mamlkit.data import EpisodeSampler, Omniglot
+    >>> train = Omniglot(split="train", download=True)  # doctest: +SKIP
+    >>> train.num_classes, train.image_shape  # doctest: +SKIP
+    (4800, (1, 28, 28))
+    >>> sampler = EpisodeSampler(train, 5, shots=1, queries=15, meta_batch=32)  # doctest: +SKIP
+    >>> support_x, support_y, query_x, query_y = sampler.sample()  # doctest: +SKIP
+    >>> support_x.shape  # doctest: +SKIP
+    torch.Size([32, 5, 1, 28, 28])
+
+    (4800 classes: the 1200 training characters, each also rotated by 90, 180 and 270 degrees.)
     """
 
     def __init__(

@@ -23,7 +23,10 @@ STATE_VERSION = 1
 
 @runtime_checkable
 class FewShotDataset(Protocol):
-    """What :class:`EpisodeSampler` needs from a dataset."""
+    """What :class:`EpisodeSampler` needs from a dataset: ``num_classes`` classes of
+    ``samples_per_class[c]`` examples each, served as float tensors of ``image_shape`` by
+    :meth:`get`. :class:`~mamlkit.data.Omniglot` and :class:`~mamlkit.data.MiniImageNet` are
+    such datasets; any object with these attributes works (see :class:`EpisodeSampler`)."""
 
     num_classes: int
     image_shape: tuple[int, ...]
@@ -35,7 +38,13 @@ class FewShotDataset(Protocol):
 
 
 class Episode(NamedTuple):
-    """One meta-batch of ``B`` tasks; labels are 0..N-1 within each task."""
+    """One meta-batch of ``B`` tasks; labels are 0..N-1 within each task.
+
+    A tuple ``(support_x, support_y, query_x, query_y)``, so it unpacks straight into
+    :meth:`mamlkit.MetaLearner.meta_loss` (``learner.meta_loss(*episode)``). The shapes noted
+    are those of an image classification episode; regression episodes (the sinusoid) hold float
+    targets ``[B, K, 1]`` instead.
+    """
 
     support_x: Tensor  # [B, N*K, C, H, W] float32
     support_y: Tensor  # [B, N*K] int64
@@ -50,7 +59,12 @@ class Episode(NamedTuple):
 class SeededStream:
     """A stream of meta-batches from a private ``numpy.random.default_rng`` (never the global
     RNGs): ``batches`` of them per iteration (forever when ``None``), and a JSON-able state to
-    resume it exactly. Subclasses draw with ``self._rng`` in :meth:`sample`."""
+    resume it exactly. Subclasses draw with ``self._rng`` in :meth:`sample`.
+
+    The base of :class:`EpisodeSampler` and :class:`~mamlkit.data.SinusoidSampler`; its
+    :meth:`state_dict` is what a checkpoint saves, so a resumed run sees the same episodes as an
+    uninterrupted one.
+    """
 
     #: How ``len()`` and state errors name the sampler.
     _noun = "a sampler"
@@ -66,6 +80,7 @@ class SeededStream:
         self._rng = np.random.default_rng([self.seed, *stream_keys] if stream_keys else self.seed)
 
     def sample(self) -> Episode:
+        """Draw the next meta-batch (subclasses implement it)."""
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[Episode]:
@@ -130,6 +145,42 @@ class EpisodeSampler(SeededStream):
         meta_batch: B, tasks per episode batch.
         seed: seed of the sampler's ``numpy.random.default_rng``; global RNGs are never used.
         batches: number of meta-batches one iteration yields; ``None`` iterates forever.
+
+    Impossible requests (more ways than classes, more shots + queries than the smallest class
+    holds) fail at construction with a message naming the dataset.
+
+    An in-memory dataset of 10 classes with 6 "images" ``[1, 2, 2]`` each:
+
+    >>> import numpy as np
+    >>> import torch
+    >>> from mamlkit.data import EpisodeSampler, FewShotDataset
+    >>> class Toy:
+    ...     num_classes = 10
+    ...     image_shape = (1, 2, 2)
+    ...     samples_per_class = np.full(10, 6)
+    ...     def get(self, class_indices, sample_indices):
+    ...         x = (10 * class_indices + sample_indices).float()
+    ...         return x.view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+    >>> isinstance(Toy(), FewShotDataset)
+    True
+    >>> sampler = EpisodeSampler(Toy(), ways=5, shots=1, queries=2, meta_batch=4, seed=0)
+    >>> episode = sampler.sample()
+    >>> [tuple(t.shape) for t in episode]
+    [(4, 5, 1, 2, 2), (4, 5), (4, 10, 1, 2, 2), (4, 10)]
+    >>> episode.query_y[0]
+    tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    >>> state = sampler.state_dict()
+    >>> upcoming = sampler.sample()
+    >>> sampler.load_state_dict(state)  # resume: the same stream from here on
+    >>> torch.equal(sampler.sample().query_x, upcoming.query_x)
+    True
+    >>> len(EpisodeSampler(Toy(), 5, 1, 2, meta_batch=4, batches=3))
+    3
+    >>> EpisodeSampler(Toy(), ways=5, shots=3, queries=5, meta_batch=4)
+    Traceback (most recent call last):
+        ...
+    ValueError: shots=3 + queries=5 = 8 samples per class are needed but Toy has only 6 samples
+    in its smallest class
     """
 
     _noun = "an EpisodeSampler"

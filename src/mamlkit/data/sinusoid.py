@@ -27,7 +27,16 @@ Range = tuple[float, float]
 
 @runtime_checkable
 class TaskDistribution(Protocol):
-    """A dataset that makes its own task sampler (regression tasks, not N-way classes)."""
+    """A dataset that makes its own task sampler (regression tasks, not N-way classes).
+
+    ``task`` is ``"regression"``, ``num_outputs`` the targets per example (the model's outputs)
+    and ``image_shape`` the shape of one input. :func:`mamlkit.runs.build_sampler` calls
+    :meth:`task_sampler` instead of building an :class:`~mamlkit.data.EpisodeSampler`.
+
+    >>> from mamlkit.data import Sinusoid, TaskDistribution
+    >>> isinstance(Sinusoid(), TaskDistribution)
+    True
+    """
 
     task: str  # "regression"
     num_outputs: int
@@ -47,7 +56,13 @@ class TaskDistribution(Protocol):
 
 
 class SinusoidTasks(NamedTuple):
-    """The true functions of a meta-batch: ``y = amplitude[b] * sin(x - phase[b])``."""
+    """The true functions of a meta-batch: ``y = amplitude[b] * sin(x - phase[b])``.
+
+    >>> import numpy as np
+    >>> from mamlkit.data import SinusoidTasks
+    >>> SinusoidTasks(amplitude=np.array([2.0]), phase=np.array([0.0]))(np.array([[np.pi / 2]]))
+    array([[2.]])
+    """
 
     amplitude: np.ndarray  # float64 [B]
     phase: np.ndarray  # float64 [B]
@@ -81,6 +96,24 @@ class Sinusoid:
     ``root`` is accepted (and unused) so the class works as a ``DATASETS`` factory: the tasks need
     no files. ``download=True`` is refused, not ignored: there is nothing to download. The split
     only selects an independent random stream.
+
+    Args:
+        root: unused.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        download: must be ``False``.
+        amplitude: range of the uniform amplitude ``A``.
+        phase: range of the uniform phase.
+        x_range: range of the uniform inputs ``x``.
+
+    >>> from mamlkit.data import Sinusoid
+    >>> sampler = Sinusoid(split="train").task_sampler(shots=10, queries=10, meta_batch=4)
+    >>> episode = sampler.sample()
+    >>> episode.support_x.shape, episode.support_y.dtype
+    (torch.Size([4, 10, 1]), torch.float32)
+    >>> Sinusoid(download=True)
+    Traceback (most recent call last):
+        ...
+    ValueError: sinusoid tasks are generated, there is nothing to download: drop --download
     """
 
     task = "regression"
@@ -108,6 +141,7 @@ class Sinusoid:
 
     @property
     def description(self) -> str:
+        """How error messages name this dataset, e.g. "the sinusoid 'test' split"."""
         return f"the sinusoid {self.split!r} split"
 
     def task_sampler(
@@ -146,6 +180,28 @@ class SinusoidSampler(SeededStream):
     ``[B, K, 1]`` and ``query_x``/``query_y`` ``[B, Q, 1]``; support and query points of a task
     come from the same function, drawn independently. Per meta-batch the generator draws, in
     order: ``B`` amplitudes, ``B`` phases, then ``B x (K + Q)`` inputs.
+
+    Args:
+        shots: K, support points per task.
+        queries: Q, query points per task.
+        meta_batch: B, tasks per meta-batch.
+        seed: seed of the sampler's generator (mixed with the split).
+        batches: meta-batches one iteration yields; ``None`` iterates forever.
+        split, amplitude, phase, x_range: as for :class:`Sinusoid`.
+
+    >>> import numpy as np
+    >>> from mamlkit.data import SinusoidSampler
+    >>> sampler = SinusoidSampler(shots=5, queries=10, meta_batch=4, seed=0)
+    >>> episode, truth = sampler.sample_with_tasks()
+    >>> episode.query_x.shape, truth.amplitude.shape
+    (torch.Size([4, 10, 1]), (4,))
+    >>> true_y = truth(episode.query_x.double().numpy())  # the functions at the query inputs
+    >>> bool(np.allclose(true_y, episode.query_y.numpy(), atol=1e-5))
+    True
+    >>> train = SinusoidSampler(5, 5, 2, seed=0, split="train").sample()
+    >>> test = SinusoidSampler(5, 5, 2, seed=0, split="test").sample()
+    >>> bool((train.support_x == test.support_x).all())  # splits are independent streams
+    False
     """
 
     def __init__(

@@ -4,6 +4,13 @@ Every factory takes those four keyword arguments (``hidden`` is the model's widt
 layer, units per hidden layer, or the first ResNet block's channels). A model class may set
 ``input_ndim`` (3 for images ``[C, H, W]``, ``None`` for any input shape) so a run can refuse a
 dataset whose inputs it cannot take. Every model names its final linear layer ``head``.
+
+>>> from mamlkit.models import MODELS
+>>> MODELS.names()
+['conv4', 'mlp', 'resnet12']
+>>> model = MODELS.get("conv4")(in_channels=1, num_classes=20, hidden=32, image_size=28)
+>>> model.head
+Linear(in_features=32, out_features=20, bias=True)
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from mamlkit.models.mlp import MLP
 from mamlkit.models.resnet12 import ResNet12
 from mamlkit.registry import Registry
 
+#: Model factories by name: ``conv4`` (:class:`Conv4`), ``mlp`` (:class:`MLP`) and ``resnet12``
+#: (:class:`ResNet12`), each called as ``MODELS.get(name)(in_channels=..., num_classes=...,
+#: hidden=..., image_size=...)``.
 MODELS: Registry = Registry("model")
 MODELS.add("conv4", Conv4)
 MODELS.add("mlp", MLP)

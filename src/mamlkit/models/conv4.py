@@ -18,6 +18,12 @@ from mamlkit.checks import FOUR_POOLS, model_sizes
 
 
 class ConvBlock(nn.Sequential):
+    """One Conv4 block: 3x3 conv (padding 1), BatchNorm, ReLU, 2x2 max-pool (halves the side).
+
+    Its parameters are ``conv.{weight,bias}`` and ``norm.{weight,bias}``;
+    ``track_running_stats`` builds the BatchNorm with running statistics (MAML++'s BNRS).
+    """
+
     def __init__(
         self, in_channels: int, out_channels: int, track_running_stats: bool = False
     ) -> None:
@@ -35,6 +41,24 @@ class Conv4(nn.Module):
     (so ``adapt=("head.*",)`` adapts only the classifier). The head sees ``hidden * s * s``
     features with ``s = image_size // 16`` (floor after each pool): 64 * 1 * 1 at 28x28 (Omniglot),
     32 * 5 * 5 = 800 at 84x84 (mini-ImageNet with the MAML paper's 32 filters).
+
+    Args:
+        in_channels: input channels (1 for Omniglot, 3 for mini-ImageNet).
+        num_classes: outputs of the head (N ways).
+        hidden: filters of every conv layer.
+        image_size: input side, at least 16 (four 2x2 pools).
+        track_running_stats: BatchNorm with running statistics (for MAML++'s per-step
+            statistics, BNRS) instead of batch statistics only.
+
+    >>> import torch
+    >>> from mamlkit import Conv4
+    >>> model = Conv4(in_channels=1, num_classes=5, hidden=64, image_size=28)
+    >>> model(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 5])
+    >>> Conv4(in_channels=3, hidden=32, image_size=84).head
+    Linear(in_features=800, out_features=5, bias=True)
+    >>> [name for name, _ in model.named_parameters()][:2]
+    ['features.block1.conv.weight', 'features.block1.conv.bias']
     """
 
     #: Inputs are images ``[n, C, H, W]``.
@@ -79,4 +103,5 @@ class Conv4(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[n, num_classes]`` of images ``[n, in_channels, image_size, image_size]``."""
         return self.head(torch.flatten(self.features(x), 1))

@@ -19,6 +19,22 @@ class MLP(nn.Module):
     Parameter names: ``features.block{1..layers}.linear.{weight,bias}`` and ``head.{weight,bias}``
     (so ``adapt=("head.*",)`` adapts only the output layer, as for :class:`~mamlkit.Conv4`).
     Weights keep PyTorch's default ``nn.Linear`` initialisation.
+
+    Args:
+        in_channels: input features (with ``image_size``: ``in_channels * image_size**2``).
+        num_classes: outputs of the head (one per regression target, or N ways).
+        hidden: units of every hidden layer.
+        image_size: side of image inputs; 1 for flat inputs.
+        layers: hidden [linear, ReLU] blocks.
+
+    >>> import torch
+    >>> from mamlkit.models import MLP
+    >>> model = MLP(in_channels=1, num_classes=1, hidden=40)  # Finn et al.'s 1-40-40-1 network
+    >>> model(torch.zeros(3, 1)).shape
+    torch.Size([3, 1])
+    >>> [name for name, _ in model.named_parameters()]  # doctest: +NORMALIZE_WHITESPACE
+    ['features.block1.linear.weight', 'features.block1.linear.bias',
+     'features.block2.linear.weight', 'features.block2.linear.bias', 'head.weight', 'head.bias']
     """
 
     #: Any input shape works (it is flattened).
@@ -49,6 +65,7 @@ class MLP(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Outputs ``[n, num_classes]`` of inputs ``[n, ...]`` (flattened to ``[n, features]``)."""
         # No shape check here (it would be control flow on the input, which torch.fx cannot
         # trace); MetaLearner checks every new input shape with a forward of its own.
         return self.head(self.features(torch.flatten(x, 1)))

@@ -53,6 +53,7 @@ class ResidualBlock(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[n, out_channels, H // 2, W // 2]`` features of ``[n, in_channels, H, W]`` inputs."""
         out = self.relu(self.norm1(self.conv1(x)))
         out = self.relu(self.norm2(self.conv2(out)))
         out = self.norm3(self.conv3(out))
@@ -74,6 +75,14 @@ class ResNet12(nn.Module):
     Parameter names: ``features.block{1..4}.{conv,norm}{1,2,3}.*``,
     ``features.block{1..4}.shortcut.{conv,norm}.*`` and ``head.{weight,bias}`` (so
     ``adapt=("head.*",)`` adapts only the classifier).
+
+    >>> import torch
+    >>> from mamlkit.models import ResNet12
+    >>> ResNet12().channels  # mini-ImageNet's standard widths
+    (64, 160, 320, 640)
+    >>> small = ResNet12(in_channels=3, num_classes=5, hidden=4, image_size=32)
+    >>> small.channels, small(torch.zeros(2, 3, 32, 32)).shape
+    ((4, 10, 20, 40), torch.Size([2, 5]))
     """
 
     #: Inputs are images ``[n, C, H, W]``.
@@ -124,4 +133,5 @@ class ResNet12(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[n, num_classes]`` of images ``[n, in_channels, image_size, image_size]``."""
         return self.head(torch.flatten(self.features(x).mean(dim=(2, 3)), 1))

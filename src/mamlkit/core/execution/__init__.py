@@ -13,6 +13,18 @@ strategy runs; all of them give the same values and gradients (to float rounding
 * ``auto`` (default): ``batched`` where the model supports it, else ``loop``. Before the first
   batched use for an input shape it checks the batched outputs against ``loop`` on two tasks and
   falls back (with a warning) if they differ.
+
+>>> import torch
+>>> from mamlkit.core.execution import make_task_forward
+>>> from mamlkit.models import MLP
+>>> model = MLP(in_channels=4, num_classes=3, hidden=8)
+>>> params = {name: p.expand(2, *p.shape) for name, p in model.named_parameters()}  # 2 tasks
+>>> x = torch.randn(2, 5, 4)
+>>> loop, batched = make_task_forward(model, "loop"), make_task_forward(model, "batched")
+>>> loop(params, x).shape
+torch.Size([2, 5, 3])
+>>> torch.allclose(loop(params, x), batched(params, x), atol=1e-6)
+True
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from mamlkit.core.execution.batched import NotBatchable, TaskBatchedProgram, per
 
 Params = dict[str, Tensor]
 
+#: The names ``MetaLearner(execution=...)`` accepts (see the module docstring).
 STRATEGIES = ("auto", "loop", "batched")
 
 
@@ -40,12 +53,26 @@ class TaskForward(Protocol):
 
 
 def task_slice(params: Params, per_task: AbstractSet[str], index: int | slice) -> Params:
-    """The parameters of task ``index`` (an int) or of a range of tasks (a slice)."""
+    """The parameters of task ``index`` (an int) or of a range of tasks (a slice).
+
+    Tensors named in ``per_task`` have a leading task dimension and are indexed; the others are
+    shared by all tasks and returned as they are.
+
+    >>> import torch
+    >>> from mamlkit.core.execution import task_slice
+    >>> params = {"w": torch.zeros(4, 3, 2), "b": torch.zeros(3)}  # w per task, b shared
+    >>> {name: tuple(t.shape) for name, t in task_slice(params, {"w"}, 0).items()}
+    {'w': (3, 2), 'b': (3,)}
+    """
     return {n: (v[index] if n in per_task else v) for n, v in params.items()}
 
 
 class LoopForward:
-    """The reference strategy: the model run once per task through ``functional_call``."""
+    """The reference strategy: the model run once per task through ``functional_call``.
+
+    Runs any model (one forward per task, with that task's parameters and the model's buffers);
+    ``auto`` falls back to it when the batched program refuses a model.
+    """
 
     name = "loop"
 
@@ -69,6 +96,9 @@ class BatchedForward:
     """All tasks in one :class:`TaskBatchedProgram`; falls back to ``loop`` where it must.
 
     ``strict=True`` (strategy ``batched``) turns every fallback into an error naming the reason.
+    Before the first batched call for an input shape, dtype and device it compares the program's
+    outputs with :class:`LoopForward`'s on two tasks; a mismatch switches it to ``loop`` for good
+    (with a warning unless strict). Raises :class:`NotBatchable` when the model cannot be traced.
     """
 
     def __init__(self, model: nn.Module, *, strict: bool) -> None:
@@ -124,7 +154,12 @@ class BatchedForward:
 
 
 def make_task_forward(model: nn.Module, execution: str = "auto") -> LoopForward | BatchedForward:
-    """The task forward for ``execution`` (one of :data:`STRATEGIES`)."""
+    """The task forward for ``execution`` (one of :data:`STRATEGIES`).
+
+    ``auto`` gives a :class:`BatchedForward` when the model can be traced, else a
+    :class:`LoopForward` whose ``fallback_reason`` says why not; ``batched`` raises
+    :class:`NotBatchable` instead of falling back. See the module docstring for an example.
+    """
     if execution not in STRATEGIES:
         raise ValueError(f"execution {execution!r}: choose one of {', '.join(STRATEGIES)}")
     if execution == "loop":
@@ -142,6 +177,12 @@ def task_losses(loss_fn: object, outputs: Tensor, targets: Tensor) -> Tensor:
 
     Cross-entropy and mean squared error are computed for all tasks in one call; any other loss
     function is called once per task.
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from mamlkit.core.execution import task_losses
+    >>> task_losses(F.cross_entropy, torch.zeros(2, 5, 3), torch.zeros(2, 5, dtype=torch.int64))
+    tensor([1.0986, 1.0986])
     """
     tasks = outputs.shape[0]
     if loss_fn is F.cross_entropy and targets.dim() == 2:
@@ -158,6 +199,11 @@ def auto_query_chunk(tasks: int, examples: int, device: torch.device) -> int:
     On CUDA all of them. On CPU, per-task calls when query sets are large (>= 32 examples: the
     activations of one task then fill the caches, and one task alone takes the channels-last
     fast path), all tasks at once when they are small (measured: ``docs/performance.md``).
+
+    >>> import torch
+    >>> from mamlkit.core.execution import auto_query_chunk
+    >>> auto_query_chunk(32, 75, torch.device("cpu")), auto_query_chunk(32, 5, torch.device("cpu"))
+    (1, 32)
     """
     if device.type != "cpu" or examples < 32:
         return tasks
@@ -171,7 +217,14 @@ SUPPORT_EXAMPLES = 160
 
 def auto_support_chunk(tasks: int, examples: int, device: torch.device) -> int:
     """How many tasks a first-order run adapts together: on CPU about 160 support examples per
-    call (all tasks on CUDA), so a large support set does not hold every task's activations."""
+    call (all tasks on CUDA), so a large support set does not hold every task's activations.
+
+    >>> import torch
+    >>> from mamlkit.core.execution import auto_support_chunk
+    >>> cpu = torch.device("cpu")
+    >>> auto_support_chunk(32, 5, cpu), auto_support_chunk(32, 25, cpu)  # 160 // 25 = 6 tasks
+    (32, 6)
+    """
     if device.type != "cpu":
         return tasks
     return max(1, min(tasks, SUPPORT_EXAMPLES // max(examples, 1)))

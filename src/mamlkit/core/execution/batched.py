@@ -107,6 +107,20 @@ class TaskBatchedProgram:
     (``[B, *shape]``) or shared by all tasks (``shape``); a name left out means the model's own
     parameter, shared. Raises :class:`NotBatchable` at construction when the model cannot be
     traced or uses an operation not supported here.
+
+    >>> import torch
+    >>> from mamlkit.core.execution import NotBatchable, TaskBatchedProgram
+    >>> from mamlkit.models import MLP
+    >>> program = TaskBatchedProgram(MLP(in_channels=4, num_classes=3, hidden=8))
+    >>> program({}, torch.randn(2, 5, 4)).shape  # 2 tasks, all with the model's own weights
+    torch.Size([2, 5, 3])
+    >>> class Sorting(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return x.sort(dim=-1).values
+    >>> TaskBatchedProgram(Sorting())
+    Traceback (most recent call last):
+        ...
+    mamlkit.core.execution.batched.NotBatchable: method .sort() is not supported
     """
 
     def __init__(self, model: nn.Module) -> None:

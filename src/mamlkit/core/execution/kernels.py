@@ -126,7 +126,16 @@ def batch_norm_train(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5
 ) -> Tensor:
     """``F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)``, cheaper to
-    differentiate twice. ``x`` is ``[N, C, ...]``; statistics are per channel over the rest."""
+    differentiate twice. ``x`` is ``[N, C, ...]``; statistics are per channel over the rest.
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from mamlkit.core.execution.kernels import batch_norm_train
+    >>> x, w, b = torch.randn(8, 3, 4, 4), torch.rand(3), torch.randn(3)
+    >>> reference = F.batch_norm(x, None, None, w, b, training=True)
+    >>> torch.allclose(batch_norm_train(x, w, b), reference, atol=1e-5)
+    True
+    """
     return _BatchNormTrain.apply(x, weight, bias, eps)
 
 
@@ -165,6 +174,13 @@ def max_pool2d(
 
     A channels-last input is pooled in place; an NCHW one is converted, pooled, and returned as
     NCHW, with PyTorch's backward kernel (and its derivative) on the original layout.
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from mamlkit.core.execution.kernels import max_pool2d
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> torch.equal(max_pool2d(x, 2), F.max_pool2d(x, 2))
+    True
     """
     kernel = _pair(kernel_size)
     stride_ = kernel if stride is None or stride == [] else _pair(stride)
