@@ -22,6 +22,12 @@ NO_DATA = {"sinusoid_regression.ipynb"}
 FINAL_LINE = {
     "sinusoid_regression.ipynb": re.compile(r"test MSE \d+\.\d+ \+- \d+\.\d+ \(4 tasks\)"),
 }
+#: Plots (``plt.show()`` calls) each notebook makes.
+MIN_PLOTS = {
+    "maml_on_omniglot.ipynb": 4,
+    "anil_adaptive_on_omniglot.ipynb": 2,
+    "sinusoid_regression.ipynb": 4,
+}
 ACCURACY_LINE = re.compile(r"test accuracy \d+\.\d+% \+- \d+\.\d+% \(4 tasks\)")
 TINY = {
     "MAMLKIT_NB_ITERATIONS": "3",
@@ -89,7 +95,8 @@ def test_notebook_runs_on_a_tiny_setting(
         monkeypatch.delenv("MAMLKIT_DATA", raising=False)
     for name, value in TINY.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # No MPLBACKEND: the kernel's own inline backend, as in Jupyter, so plt.show() gives images.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     # Keep IPython's profile and the kernel's connection file out of the home folder.
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
@@ -106,6 +113,11 @@ def test_notebook_runs_on_a_tiny_setting(
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # Every notebook shows its plots, and nothing warns (e.g. a progress bar wanting ipywidgets).
+    images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= MIN_PLOTS[path.name], f"{len(images)} plots shown"
+    stderr = [o["text"] for c in code for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, stderr
     final = _outputs(code[-2])  # the notebook's own last cell, before the probe
     assert FINAL_LINE.get(path.name, ACCURACY_LINE).search(final), final
     probe = json.loads(_outputs(code[-1]).split("PROBE ", 1)[1])

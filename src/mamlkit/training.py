@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamlkit.core.learner import MAML, MetaLearner
+from mamlkit.progress import progress_bar
 
 LogFn = Callable[[dict[str, Any]], None]
 
@@ -112,8 +113,6 @@ def fit(
     >>> len(losses), sorted(records[0])
     (5, ['iteration', 'iteration_seconds', 'loss', 'train_seconds'])
     """
-    from tqdm.auto import tqdm
-
     if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     device = torch.device(device) if device is not None else None
@@ -125,10 +124,10 @@ def fit(
     losses: list[float] = []
     stream = _limited(episodes, total - start)
     learner.train()
-    with tqdm(
+    with progress_bar(
         total=total,
         initial=start,
-        disable=not progress,
+        enabled=progress,
         desc=description or learner.algorithm.name,
         unit="it",
         dynamic_ncols=True,
@@ -356,8 +355,6 @@ def evaluate(
     >>> type(result).__name__, result.tasks, len(result.per_step_loss)  # before, 1 and 2 steps
     ('RegressionEvalResult', 8, 3)
     """
-    from tqdm.auto import tqdm
-
     if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
         raise ValueError(f"tasks must be a positive integer, got {tasks!r}")
     regression = learner.task == "regression"
@@ -372,7 +369,7 @@ def evaluate(
     accuracies: list[Tensor] = []
     seen = 0
     learner.eval()
-    with tqdm(total=tasks, disable=not progress, desc="eval", unit="task") as bar:
+    with progress_bar(total=tasks, enabled=progress, desc="eval", unit="task") as bar:
         for episode in episodes:
             scores = learner.score_tasks(*_episode_tensors(episode, device), steps=inner_steps)
             take = min(tasks - seen, scores.loss.shape[0])

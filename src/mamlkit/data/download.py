@@ -80,7 +80,7 @@ def download_file(
     import urllib.error
     import urllib.request
 
-    from tqdm.auto import tqdm
+    from mamlkit.progress import progress_bar
 
     dest = Path(dest)
     hint = _manual_hint([dest.name], dest.parent)
@@ -98,12 +98,12 @@ def download_file(
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     total = response.headers.get("Content-Length")
-                    with tqdm(
+                    with progress_bar(
                         total=int(total) if total else None,
                         unit="B",
                         unit_scale=True,
                         desc=dest.name,
-                        disable=not progress,
+                        enabled=progress,
                     ) as bar:
                         for chunk in iter(lambda: response.read(_CHUNK), b""):
                             out.write(chunk)

@@ -387,10 +387,11 @@ def _write_cache(
 def _decode(images_dir: Path, names: list[str], image_size: int, progress: bool) -> np.ndarray:
     """Decode, convert to RGB and Lanczos-resize every image (uint8 ``[n, 3, S, S]``)."""
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from mamlkit.progress import progress_bar
 
     out = np.empty((len(names), 3, image_size, image_size), dtype=np.uint8)
-    for i, name in enumerate(tqdm(names, disable=not progress, desc="decode", unit="image")):
+    for i, name in enumerate(progress_bar(names, enabled=progress, desc="decode", unit="image")):
         path = images_dir / name
         try:
             with Image.open(path) as im:
