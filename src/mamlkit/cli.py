@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     ('train', 'fomaml')
     """
     parser = _Parser(
-        prog="mamlkit", description="Gradient-based meta-learning: MAML, FOMAML, MAML++."
+        prog="mamlkit",
+        description=(
+            "Gradient-based meta-learning: MAML, FOMAML, MAML++, ANIL, Meta-SGD and Reptile "
+            "(`mamlkit list` shows every algorithm and its settings)."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -194,7 +194,8 @@ NICHOL_2018 = "Nichol, Achiam, Schulman. On First-Order Meta-Learning Algorithms
 #: (BNRS) are off. The paper's code collects them but always normalises with batch statistics
 #: (``F.batch_norm(..., training=True)``), so there they never change an output; normalising with
 #: them at evaluation, as the paper describes, left MAML++ at chance on the quick comparison
-#: (docs/algorithms.md). ``mamlpp[bn_per_step_stats=true]`` switches them on.
+#: (docs/algorithms/mamlpp.md, "Per-step running statistics"). ``mamlpp[bn_per_step_stats=true]``
+#: switches them on.
 MAML_PLUS_PLUS = {
     "update_rule": "per_tensor_per_step",
     "step_loss": "msl",
