@@ -122,6 +122,14 @@ def _is_member(value: object) -> bool:
     return isinstance(value, (property, staticmethod, classmethod)) or inspect.isfunction(value)
 
 
+def _exported() -> Iterator[tuple[str, str, object]]:
+    """``(package, name, object)`` for every name in the ``__all__`` of the exporting packages."""
+    for package in EXPORTING:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            yield package, name, getattr(module, name)
+
+
 def public_names() -> Iterator[tuple[str, str | None]]:
     """``(qualified name, docstring)`` of every public module, function, class and method."""
     seen: set[int] = set()
@@ -143,21 +151,15 @@ def public_names() -> Iterator[tuple[str, str | None]]:
                 continue
             if getattr(obj, "__module__", None) == module.__name__:
                 yield from visit(f"{module.__name__}.{name}", obj)
-    for package in EXPORTING:
-        module = importlib.import_module(package)
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if inspect.isclass(obj) or inspect.isfunction(obj):
-                yield from visit(f"{package}.{name}", obj)
+    for package, name, obj in _exported():
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            yield from visit(f"{package}.{name}", obj)
 
 
-def _constant_documented(name: str) -> bool:
-    """Whether some module assigns ``name`` at top level right below a ``#:`` comment."""
+def _constant_documented(name: str, sources: list[str]) -> bool:
+    """Whether some module source assigns ``name`` at top level right below a ``#:`` comment."""
     pattern = re.compile(rf"^#:.*\n(?:#.*\n)*{re.escape(name)}\b[^\n=]*=", re.MULTILINE)
-    return any(
-        module.__file__ and pattern.search(Path(module.__file__).read_text(encoding="utf-8"))
-        for module in _modules()
-    )
+    return any(pattern.search(source) for source in sources)
 
 
 def test_every_public_name_has_a_docstring() -> None:
@@ -170,29 +172,28 @@ def test_every_public_name_has_a_docstring() -> None:
 
 
 def test_every_exported_constant_is_documented() -> None:
+    sources = [
+        Path(module.__file__).read_text(encoding="utf-8")
+        for module in _modules()
+        if module.__file__
+    ]
     missing = []
-    for package in EXPORTING:
-        module = importlib.import_module(package)
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if name == "__version__" or inspect.isclass(obj) or inspect.isfunction(obj):
-                continue
-            if not _constant_documented(name):
-                missing.append(f"{package}.{name}")
+    for package, name, obj in _exported():
+        if name == "__version__" or inspect.isclass(obj) or inspect.isfunction(obj):
+            continue
+        if not _constant_documented(name, sources):
+            missing.append(f"{package}.{name}")
     assert not missing, "exported constants without a #: comment:\n" + "\n".join(missing)
 
 
 def test_exported_names_are_defined_in_mamlkit() -> None:
     foreign = []
-    for package in EXPORTING:
-        module = importlib.import_module(package)
-        for name in module.__all__:
-            obj = getattr(module, name)
-            defined_in = getattr(obj, "__module__", None) or ""
-            if (inspect.isclass(obj) or inspect.isfunction(obj)) and not defined_in.startswith(
-                "mamlkit"
-            ):
-                foreign.append(f"{package}.{name}")
+    for package, name, obj in _exported():
+        defined_in = getattr(obj, "__module__", None) or ""
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and not defined_in.startswith(
+            "mamlkit"
+        ):
+            foreign.append(f"{package}.{name}")
     assert not foreign, f"__all__ re-exports names from outside mamlkit: {foreign}"
 
 
