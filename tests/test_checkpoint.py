@@ -97,6 +97,30 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(
     assert 0 < done < 100000  # the iteration it stopped after, not a periodic checkpoint
 
 
+def test_a_ctrl_c_during_the_stop_vote_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranks vote on stopping with an all-reduce, which is where they wait; a Ctrl-C landing
+    there used to be overwritten by the vote's result, and training ran on (1 run in 10 under
+    torchrun). Here the signal arrives inside the vote of iteration 3: it must stop iteration 4."""
+    import mamlkit.runs
+
+    votes: list[bool] = []
+
+    def vote_with_ctrl_c_inside(flag: bool, group: object, device: object) -> bool:
+        votes.append(flag)
+        if len(votes) == 3:
+            signal.raise_signal(signal.SIGINT)  # the handler runs before this returns
+        return flag  # the vote as counted before the signal came
+
+    monkeypatch.setattr(mamlkit.runs, "any_rank", vote_with_ctrl_c_inside)
+    with pytest.raises(KeyboardInterrupt, match="interrupted after iteration 4 of 20"):
+        train_run(config_of(SINUSOID, iterations=20, checkpoint_every=20), tmp_path / "run")
+    assert votes == [False, False, False, True]
+    _, metadata = load_tensors(tmp_path / "run" / CHECKPOINT_FILE)
+    assert int(metadata["iteration"]) == 4
+
+
 def test_resume_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     train_run(config_of(SINUSOID, iterations=2), run)

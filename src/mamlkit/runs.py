@@ -519,10 +519,13 @@ def _train_in_group(
         )
 
     def on_iteration(done: int, seconds: float) -> None:
-        stop["requested"] = any_rank(stop["requested"], group, device)  # all stop together
-        if stop["requested"] or done % config.checkpoint_every == 0 or done == config.iterations:
+        # all stop together. The result is not stored back into stop["requested"]: a Ctrl-C
+        # that lands during the all-reduce would be overwritten and lost (seen: 1 run in 10
+        # under torchrun then trained on until torchrun killed it); it is seen next iteration.
+        stopping = any_rank(stop["requested"], group, device)
+        if stopping or done % config.checkpoint_every == 0 or done == config.iterations:
             checkpoint(done, seconds)
-        if stop["requested"]:
+        if stopping:
             raise KeyboardInterrupt(
                 f"interrupted after iteration {done} of {config.iterations}; checkpoint saved; "
                 f"continue with: mamlkit train --resume {out}"
