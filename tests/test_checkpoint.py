@@ -82,13 +82,23 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(
     run = tmp_path / "run"
     args = ["train", "--dataset", "sinusoid", "--model", "mlp", "--hidden", "4", "--shots", "5",
             "--queries", "5", "--meta-batch", "2", "--iterations", "100000", "--no-progress",
-            "--checkpoint-every", "100000", "--out", str(run)]  # fmt: skip
-    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+            "--checkpoint-every", "100000", "--log-every", "1", "--out", str(run)]  # fmt: skip
+    stop_waiting = threading.Event()
+
+    def ctrl_c_once_training_runs() -> None:  # not on a timer: setup may be slow on a busy box
+        while not stop_waiting.wait(0.05):
+            log = run / "metrics.jsonl"
+            if log.is_file() and log.read_text().count("\n") >= 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    sender = threading.Thread(target=ctrl_c_once_training_runs, daemon=True)
+    sender.start()
     try:
         code = main(args)
     finally:
-        timer.cancel()
+        stop_waiting.set()
+        sender.join()
     err = capsys.readouterr().err
     assert code == 130
     assert f"checkpoint saved; continue with: mamlkit train --resume {run}" in err
