@@ -32,9 +32,8 @@ def test_a_variant_switches_settings_and_keeps_its_full_name() -> None:
     assert spec.name == "mamlpp[bn_per_step_stats=true, derivative_annealing=false]"
     assert spec.bn_per_step_stats and not spec.derivative_annealing
     assert spec.bn_per_step_weights and spec.update_rule == "per_tensor_per_step"
-    assert not parse_algorithm(
-        "mamlpp"
-    ).bn_per_step_stats  # BNRS is opt-in (docs/algorithms/mamlpp.md)
+    # BNRS is opt-in (docs/algorithms/mamlpp.md)
+    assert not parse_algorithm("mamlpp").bn_per_step_stats
     assert parse_algorithm("maml[adapt=head.*|features.block4.*]").adapt == (
         "head.*",
         "features.block4.*",

@@ -113,8 +113,6 @@ def test_a_ctrl_c_during_the_stop_vote_is_not_lost(
     """The ranks vote on stopping with an all-reduce, which is where they wait; a Ctrl-C landing
     there used to be overwritten by the vote's result, and training ran on (1 run in 10 under
     torchrun). Here the signal arrives inside the vote of iteration 3: it must stop iteration 4."""
-    import mamlkit.runs
-
     votes: list[bool] = []
 
     def vote_with_ctrl_c_inside(flag: bool, group: object, device: object) -> bool:
@@ -123,7 +121,7 @@ def test_a_ctrl_c_during_the_stop_vote_is_not_lost(
             signal.raise_signal(signal.SIGINT)  # the handler runs before this returns
         return flag  # the vote as counted before the signal came
 
-    monkeypatch.setattr(mamlkit.runs, "any_rank", vote_with_ctrl_c_inside)
+    monkeypatch.setattr("mamlkit.runs.any_rank", vote_with_ctrl_c_inside)
     with pytest.raises(KeyboardInterrupt, match="interrupted after iteration 4 of 20"):
         train_run(config_of(SINUSOID, iterations=20, checkpoint_every=20), tmp_path / "run")
     assert votes == [False, False, False, True]

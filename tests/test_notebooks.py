@@ -111,12 +111,12 @@ def test_notebook_runs_on_a_tiny_setting(
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on an error
 
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    outputs = [output for cell in code for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
     # Every notebook shows its plots, and nothing warns (e.g. a progress bar wanting ipywidgets).
-    images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= MIN_PLOTS[path.name], f"{len(images)} plots shown"
-    stderr = [o["text"] for c in code for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    stderr = [o["text"] for o in outputs if o.get("name") == "stderr"]
     assert not stderr, stderr
     final = _outputs(code[-2])  # the notebook's own last cell, before the probe
     assert FINAL_LINE.get(path.name, ACCURACY_LINE).search(final), final
