@@ -43,7 +43,8 @@ def _apply(variant: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from mamlkit.core.execution import batched, kernels
+    from mamlkit.backends import kernels
+    from mamlkit.backends import program as batched
 
     if variant == "no-bn-kernel":
         kernels.batch_norm_train = lambda x, w, b, eps=1e-5: F.batch_norm(  # type: ignore[assignment]

@@ -262,7 +262,7 @@ def worker(
     """Time ``reps`` iterations after ``warmup`` ones (``reps == 0``: peak memory instead)."""
     import torch
 
-    from mamlkit.memory import PeakMemory
+    from mamlkit.training.telemetry import PeakMemory
 
     model, data, steps = _setup(workload, device)
     try:

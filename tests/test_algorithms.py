@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mamlkit import ALGORITHMS, MetaLearner, fit
-from mamlkit.core.algorithms import AlgorithmSpec, parse_algorithm
+from mamlkit.algorithms import AlgorithmSpec, parse_algorithm
 from test_core_gradients import (
     EXECUTIONS,
     episode,
@@ -160,8 +160,9 @@ def test_anil_adapts_only_the_head() -> None:
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
 def test_derivative_order_annealing_is_first_then_second_order(execution: str) -> None:
-    learner = make_learner("mamlpp", execution, inner_lr=0.3, inner_steps=2)
-    learner.first_order_iterations = 10
+    learner = make_learner(
+        "mamlpp", execution, inner_lr=0.3, inner_steps=2, first_order_iterations=10
+    )
     data = episode()
     lr_of = lambda n, s: learner.inner_update.learning_rate(n, s)  # noqa: E731
     for iteration, first_order in ((9, True), (10, False)):

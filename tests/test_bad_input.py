@@ -29,7 +29,6 @@ from PIL import Image
 
 from mamlkit import Conv4, MetaLearner
 from mamlkit.cli import main
-from mamlkit.config import TrainConfig, dump_yaml
 from mamlkit.data import (
     ChecksumError,
     EpisodeSampler,
@@ -40,7 +39,8 @@ from mamlkit.data import (
 from mamlkit.data.download import OMNIGLOT_MD5, md5sum
 from mamlkit.data.omniglot import ARCHIVES
 from mamlkit.io import load_tensors
-from mamlkit.runs import train_run
+from mamlkit.training import train_run
+from mamlkit.training.config import TrainConfig, dump_yaml
 from test_learner_api import Flat, linear_tasks
 from test_sampler import FakeDataset
 

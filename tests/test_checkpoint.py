@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlkit.checkpoint import CHECKPOINT_FILE
+from mamlkit import MetaLearner
 from mamlkit.cli import main
-from mamlkit.config import TrainConfig, dump_yaml
 from mamlkit.io import load_tensors
-from mamlkit.runs import WEIGHTS_FILE, train_run
+from mamlkit.training import Callback, train_run
+from mamlkit.training.checkpoints import CHECKPOINT_FILE
+from mamlkit.training.config import TrainConfig, dump_yaml
+from mamlkit.training.run_folder import WEIGHTS_FILE
 
 SINUSOID = {"dataset": "sinusoid", "model": "mlp", "hidden": 8, "shots": 5, "queries": 5}
 
@@ -32,14 +34,15 @@ def config_of(base: dict, **changes: object) -> TrainConfig:
     return TrainConfig(**{**values, **base, **changes})
 
 
-def interrupt_at(iteration: int):
-    """An ``on_record`` hook that sends this process Ctrl-C after ``iteration``."""
+def interrupt_at(iteration: int) -> Callback:
+    """A callback that sends this process Ctrl-C after ``iteration``."""
 
-    def hook(record: dict, learner: object) -> None:
-        if record["iteration"] == iteration:
-            os.kill(os.getpid(), signal.SIGINT)
+    class Interrupt(Callback):
+        def on_log(self, record: dict) -> None:
+            if record["iteration"] == iteration:
+                os.kill(os.getpid(), signal.SIGINT)
 
-    return hook
+    return Interrupt()
 
 
 def records(run: Path) -> list[dict]:
@@ -62,7 +65,7 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     config = config_of(base, algorithm=algorithm, inner_steps=2, inner_lr=0.1, log_every=1)
     straight = train_run(config, tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt, match="interrupted after iteration 3 of 6"):
-        train_run(config, tmp_path / "stopped", on_record=interrupt_at(3))
+        train_run(config, tmp_path / "stopped", callbacks=[interrupt_at(3)])
     resumed = train_run(config, tmp_path / "stopped", resume=True)
     assert resumed["iterations"] == straight["iterations"] == 6
     assert resumed["resumed_from_iteration"] == 3
@@ -121,7 +124,7 @@ def test_a_ctrl_c_during_the_stop_vote_is_not_lost(
             signal.raise_signal(signal.SIGINT)  # the handler runs before this returns
         return flag  # the vote as counted before the signal came
 
-    monkeypatch.setattr("mamlkit.runs.any_rank", vote_with_ctrl_c_inside)
+    monkeypatch.setattr("mamlkit.training.callbacks.any_rank", vote_with_ctrl_c_inside)
     with pytest.raises(KeyboardInterrupt, match="interrupted after iteration 4 of 20"):
         train_run(config_of(SINUSOID, iterations=20, checkpoint_every=20), tmp_path / "run")
     assert votes == [False, False, False, True]
@@ -150,7 +153,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = config_of(SINUSOID, iterations=4, log_every=1)
     with pytest.raises(KeyboardInterrupt):
-        train_run(config, run, on_record=interrupt_at(1))
+        train_run(config, run, callbacks=[interrupt_at(1)])
     other = {**config.to_dict(), "hidden": 6}
     (run / "config.yaml").write_text(dump_yaml(TrainConfig(**other)))
     with pytest.raises(ValueError, match=r"shapes differ: model\.features\.block1\.linear\.weight"):
@@ -169,13 +172,17 @@ def test_a_numerical_failure_names_and_keeps_the_last_good_checkpoint(tmp_path: 
     run = tmp_path / "run"
     config = config_of(SINUSOID, iterations=6, log_every=1)
 
-    def explode_after(record: dict, learner: object) -> None:
-        if record["iteration"] == 4:  # from iteration 5 on every inner step diverges
-            learner.inner_update.initial_lr = 1e30  # type: ignore[attr-defined]
+    class ExplodeAfter(Callback):
+        def on_train_start(self, learner: MetaLearner) -> None:
+            self.learner = learner
+
+        def on_log(self, record: dict) -> None:
+            if record["iteration"] == 4:  # from iteration 5 on every inner step diverges
+                self.learner.inner_update.initial_lr = 1e30
 
     with pytest.raises(
         FloatingPointError, match=r"iteration 5.*last good checkpoint \(iteration 4\)"
     ):
-        train_run(config, run, on_record=explode_after)
+        train_run(config, run, callbacks=[ExplodeAfter()])
     _, metadata = load_tensors(run / CHECKPOINT_FILE)
     assert metadata["iteration"] == "4"

@@ -10,7 +10,7 @@ import pytest
 from mamlkit.cli import main
 from mamlkit.compare import COMPARE_PRESETS, plan_algorithms
 from mamlkit.compare.report import ratio_sentence, recommendations, render_report
-from mamlkit.config import TrainConfig
+from mamlkit.training import TrainConfig
 
 TINY = [
     "--ways",

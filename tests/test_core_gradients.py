@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mamlkit import ALGORITHMS, Conv4, MetaLearner
-from mamlkit.core import adapt, functional_forward, last_step_weights, make_update_rule, msl_weights
-from mamlkit.core.algorithms import parse_algorithm
+from mamlkit.algorithms import parse_algorithm
+from mamlkit.algorithms.mamlpp import msl_weights
+from mamlkit.core import adapt, functional_forward, last_step_weights, make_update_rule
 
 WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 2, 2, 16
 EXECUTIONS = ["loop", "batched"]
@@ -289,7 +290,7 @@ def test_msl_loss_is_the_manually_weighted_sum_of_step_losses(
     loss, _ = learner.meta_loss(*data, iteration=iteration)
     sx, sy, qx, qy = data
     scores = learner.score_tasks(sx, sy, qx, qy)  # per-task query losses after 0..K steps
-    weights = msl_weights(3, iteration, learner.msl_anneal_iterations)
+    weights = msl_weights(3, iteration, learner.hooks.options["msl_anneal_iterations"])
     manual = (scores.loss[:, 1:] * weights).sum(dim=1).mean()
     torch.testing.assert_close(loss.detach(), manual)
 

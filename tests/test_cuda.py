@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlkit.config import EvalConfig, dump_yaml
 from mamlkit.data import Omniglot
-from mamlkit.runs import eval_run, train_run
+from mamlkit.training import eval_run, train_run
+from mamlkit.training.config import EvalConfig, dump_yaml
 from test_checkpoint import config_of, interrupt_at, omniglot_run
 from test_distributed import RUN_FILES, assert_same_run, torchrun
 
@@ -31,7 +31,7 @@ def test_train_eval_and_resume_on_cuda(tmp_path: Path, omniglot_root: Path, algo
     assert summary["peak_memory_method"] == "torch.cuda.max_memory_allocated"
     assert summary["peak_memory_bytes"] > 0
     with pytest.raises(KeyboardInterrupt):
-        train_run(config, tmp_path / "stopped", on_record=interrupt_at(3))
+        train_run(config, tmp_path / "stopped", callbacks=[interrupt_at(3)])
     train_run(config, tmp_path / "stopped", resume=True)
     # cuDNN's convolution backward may sum in another order from run to run: close, not equal
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlkit.checkpoint import CHECKPOINT_FILE
 from mamlkit.cli import main
-from mamlkit.config import ConfigError, TrainConfig, dump_yaml
 from mamlkit.data import Omniglot
-from mamlkit.distributed import ProcessGroup, shard
+from mamlkit.errors import ConfigError
 from mamlkit.io import load_tensors
-from mamlkit.runs import train_run
+from mamlkit.training import train_run
+from mamlkit.training.checkpoints import CHECKPOINT_FILE
+from mamlkit.training.config import TrainConfig, dump_yaml
+from mamlkit.training.distributed import ProcessGroup, shard
 from test_checkpoint import SINUSOID, config_of, interrupt_at, omniglot_run, records, weights
 
 RUN_FILES = {"config.yaml", "metrics.jsonl", "model.safetensors", CHECKPOINT_FILE, "summary.json"}
@@ -97,7 +98,7 @@ def test_a_single_process_checkpoint_resumes_under_torchrun(tmp_path: Path) -> N
     config = config_of(SINUSOID, algorithm="mamlpp", meta_batch=4, inner_steps=2, log_every=1)
     train_run(config, tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt, match="after iteration 3 of 6"):
-        train_run(config, tmp_path / "stopped", on_record=interrupt_at(3))
+        train_run(config, tmp_path / "stopped", callbacks=[interrupt_at(3)])
     torchrun("--resume", str(tmp_path / "stopped"))
     summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
     assert summary["resumed_from_iteration"] == 3 and summary["processes"] == 2

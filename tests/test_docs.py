@@ -288,7 +288,7 @@ def test_yaml_examples_are_valid_train_configs() -> None:
     """Every ``yaml`` block of the docs is a config file ``mamlkit train --config`` accepts."""
     import yaml
 
-    from mamlkit.config import TrainConfig, build_config
+    from mamlkit.training import TrainConfig, build_config
 
     found = 0
     for page in PAGES:
@@ -302,8 +302,8 @@ def test_yaml_examples_are_valid_train_configs() -> None:
 
 def test_preset_settings_quoted_in_the_docs_are_the_registry_s() -> None:
     """A ``mamlkit list`` excerpt in a docs page shows a preset's settings exactly."""
+    from mamlkit.algorithms import ALGORITHMS
     from mamlkit.cli import _setting_text
-    from mamlkit.core.algorithms import ALGORITHMS
 
     quoted = 0
     for page in PAGES:

@@ -43,11 +43,15 @@ MODULE_NAMES = sorted(
 #: The packages whose ``__all__`` is the public API users import from.
 EXPORTING = (
     "mamlkit",
-    "mamlkit.core",
-    "mamlkit.core.execution",
-    "mamlkit.data",
-    "mamlkit.models",
+    "mamlkit.algorithms",
+    "mamlkit.algorithms.hooks",
+    "mamlkit.backends",
     "mamlkit.compare",
+    "mamlkit.core",
+    "mamlkit.data",
+    "mamlkit.learner",
+    "mamlkit.models",
+    "mamlkit.training",
 )
 
 #: The main user-facing names: their docstrings must show a ``>>>`` example.
@@ -56,8 +60,9 @@ NEED_EXAMPLES = (
     "mamlkit.MAML",
     "mamlkit.AlgorithmSpec",
     "mamlkit.register_algorithm",
-    "mamlkit.core.algorithms.parse_algorithm",
-    "mamlkit.core.resolve_algorithm",
+    "mamlkit.algorithms.parse_algorithm",
+    "mamlkit.algorithms.resolve_algorithm",
+    "mamlkit.algorithms.AlgorithmHooks",
     "mamlkit.core.make_update_rule",
     "mamlkit.core.InnerUpdate",
     "mamlkit.core.adapt",
@@ -71,11 +76,14 @@ NEED_EXAMPLES = (
     "mamlkit.fit",
     "mamlkit.evaluate",
     "mamlkit.train_maml",
-    "mamlkit.config.TrainConfig",
-    "mamlkit.config.EvalConfig",
-    "mamlkit.config.build_config",
+    "mamlkit.training.TrainConfig",
+    "mamlkit.training.EvalConfig",
+    "mamlkit.training.build_config",
+    "mamlkit.training.train_run",
+    "mamlkit.EvalResult",
     "mamlkit.registry.Registry",
-    "mamlkit.distributed.check_divisible",
+    "mamlkit.training.distributed.check_divisible",
+    "mamlkit.registry.import_reference",
 )
 
 #: Fewer examples than this means doctests were dropped (e.g. a module no longer found).

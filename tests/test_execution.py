@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mamlkit import Conv4, MetaLearner
-from mamlkit.core.execution import (
+from mamlkit.backends import (
     BatchedForward,
     LoopForward,
     NotBatchable,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamlkit.core.execution import kernels
+from mamlkit.backends import kernels
 
 
 def _double_backward(fn, inputs: list[torch.Tensor], seed: int = 0) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ from torch import nn
 
 import mamlkit
 from mamlkit import ALGORITHMS, MAML, Conv4, MetaLearner, train_maml
-from mamlkit.core import AlgorithmSpec, register_algorithm
+from mamlkit.algorithms import AlgorithmSpec, register_algorithm
 from mamlkit.registry import Registry, UnknownNameError
 
 

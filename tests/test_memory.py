@@ -103,7 +103,7 @@ def test_meta_backward_in_groups_bounds_the_graph_held_at_once() -> None:
 GROWTH_SCRIPT = """
 import json, sys, torch
 from mamlkit import Conv4, MetaLearner, fit
-from mamlkit.memory import current_rss_bytes
+from mamlkit.training.telemetry import current_rss_bytes
 torch.manual_seed(0)
 preset, execution = sys.argv[1], sys.argv[2]
 learner = MetaLearner(Conv4(1, 5, hidden=16), preset, inner_lr=0.1, inner_steps=2,
@@ -115,7 +115,7 @@ def batch():
 batches = [batch() for _ in range(80)]
 rss = []
 fit(learner, batches, torch.optim.Adam(learner.parameters(), 1e-3), progress=False,
-    on_log=lambda record: rss.append(current_rss_bytes()))
+    callbacks=[lambda record: rss.append(current_rss_bytes())])
 print(json.dumps(rss))
 """
 

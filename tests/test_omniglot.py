@@ -13,8 +13,15 @@ import pytest
 import torch
 
 import mamlkit.data.omniglot as omniglot_module
-from mamlkit.data import DATASETS, EpisodeSampler, Omniglot, OmniglotArchiveError
-from mamlkit.data.omniglot import resolve_cache_dir, resolve_data_root, split_characters
+from mamlkit.data import (
+    DATASETS,
+    EpisodeSampler,
+    Omniglot,
+    OmniglotArchiveError,
+    resolve_cache_dir,
+    resolve_data_root,
+    split_characters,
+)
 from mamlkit.registry import UnknownNameError
 
 

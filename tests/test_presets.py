@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mamlkit.algorithms import ALGORITHMS, AlgorithmSpec
 from mamlkit.cli import build_parser, list_lines, main, train_config
 from mamlkit.compare import COMPARE_PRESETS, plan_algorithms
 from mamlkit.compare.presets import PAPER_SETTINGS
-from mamlkit.config import EvalConfig, TrainConfig, build_config
-from mamlkit.core.algorithms import ALGORITHMS, AlgorithmSpec
 from mamlkit.data import DATASETS
 from mamlkit.models import MODELS
+from mamlkit.training import EvalConfig, TrainConfig, build_config
 
 OMNIGLOT_DRAWINGS = 20  # drawings per character: shots + queries may not exceed it
 

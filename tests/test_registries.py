@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mamlkit import MODELS, MetaLearner, fit
-from mamlkit.config import TrainConfig
 from mamlkit.data import DATASETS
-from mamlkit.runs import build_dataset, build_learner, build_sampler, dataset_task
+from mamlkit.training import TrainConfig
+from mamlkit.training.build import build_dataset, build_learner, build_sampler, dataset_task
 from miniimagenet_fixture import make_miniimagenet
 from test_core_gradients import cancelled_by_batch_norm
 from test_models import TINY, build, central_differences_agree, episode

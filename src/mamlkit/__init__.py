@@ -1,22 +1,15 @@
-"""mamlkit: gradient-based meta-learning (MAML, FOMAML, MAML++, ANIL, Meta-SGD, Reptile) from one
-functional core.
+"""mamlkit: gradient-based meta-learning (MAML, FOMAML, MAML++, ANIL, BOIL, Meta-SGD, Reptile)
+from one functional core.
 
 >>> import mamlkit
 >>> sorted(mamlkit.ALGORITHMS)
-['anil', 'fomaml', 'fomamlpp', 'maml', 'mamlpp', 'metasgd', 'reptile']
+['anil', 'boil', 'fomaml', 'fomamlpp', 'maml', 'mamlpp', 'metasgd', 'reptile']
 """
 
-from mamlkit.core import (
-    ALGORITHMS,
-    MAML,
-    AdaptedTasks,
-    AlgorithmSpec,
-    MetaLearner,
-    TaskScores,
-    register_algorithm,
-)
+from mamlkit.algorithms import ALGORITHMS, AlgorithmSpec, register_algorithm
+from mamlkit.learner import MAML, AdaptedTasks, MetaLearner, TaskScores
 from mamlkit.models import MODELS, Conv4
-from mamlkit.training import EvalResult, RegressionEvalResult, evaluate, fit, train_maml
+from mamlkit.training import Callback, EvalResult, evaluate, fit, train_maml
 
 __version__ = "0.1.0"
 
@@ -26,10 +19,10 @@ __all__ = [
     "MODELS",
     "AdaptedTasks",
     "AlgorithmSpec",
+    "Callback",
     "Conv4",
     "EvalResult",
     "MetaLearner",
-    "RegressionEvalResult",
     "TaskScores",
     "__version__",
     "evaluate",

@@ -1,6 +1,6 @@
 """``mamlkit`` command line: ``train``, ``eval``, ``compare``, ``report``, ``list``.
 
-Options of ``train`` are generated from :class:`mamlkit.config.TrainConfig`, so the CLI, config
+Options of ``train`` are generated from :class:`mamlkit.training.TrainConfig`, so the CLI, config
 files and the saved ``config.yaml`` always agree. Bad arguments end with a one-line error and exit
 status 2 (set ``MAMLKIT_DEBUG=1`` for the traceback).
 """
@@ -19,8 +19,17 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mamlkit.compare.presets import COMPARE_PRESETS
-from mamlkit.config import EvalConfig, TrainConfig, build_config, load_yaml
+from mamlkit.algorithms import ALGORITHMS
+from mamlkit.compare import COMPARE_PRESETS, plan_algorithms, run_comparison, write_report
+from mamlkit.data import DATASETS
+from mamlkit.errors import run_guarded
+from mamlkit.models import MODELS
+from mamlkit.registry import PluginError, Registry
+from mamlkit.training import EvalConfig, TrainConfig, build_config, eval_run, train_run
+from mamlkit.training.config import load_yaml
+from mamlkit.training.distributed import is_main_process, world_size_from_environment
+from mamlkit.training.fits import FITS_FILE
+from mamlkit.training.run_folder import CONFIG_FILE
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
@@ -68,7 +77,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mamlkit`` argument parser: commands ``train``, ``eval``, ``compare``, ``report`` and
-    ``list``, with one flag per :class:`~mamlkit.config.TrainConfig` / ``EvalConfig`` field.
+    ``list``, with one flag per :class:`~mamlkit.training.TrainConfig` / ``EvalConfig`` field.
 
     >>> from mamlkit.cli import build_parser
     >>> args = build_parser().parse_args(["train", "--algorithm", "fomaml", "--out", "runs/a"])
@@ -181,9 +190,6 @@ def _eval_hint(out: str, evaluation: dict[str, Any]) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mamlkit.distributed import is_main_process
-    from mamlkit.runs import CONFIG_FILE, train_run
-
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _given(args, TrainConfig)]
         given += [flag for flag, value in (("--out", args.out), ("--config", args.config),
@@ -217,8 +223,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mamlkit.runs import eval_run
-
     evaluation = build_config(EvalConfig, _given(args, EvalConfig))
     result = eval_run(
         args.run_dir,
@@ -228,15 +232,13 @@ def _eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(result.summary())
-    fits = os.path.join(args.run_dir, "fits.png")
-    if getattr(result, "task", None) == "regression" and os.path.isfile(fits):
+    fits = os.path.join(args.run_dir, FITS_FILE)
+    if result.mse is not None and os.path.isfile(fits):
         print(f"per-step MSE {', '.join(f'{v:.3f}' for v in result.per_step_loss)}; fits: {fits}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from mamlkit.compare.runner import plan_algorithms, run_comparison
-
     preset = COMPARE_PRESETS.get(args.preset)
     if args.curve_points is not None or args.curve_tasks is not None:
         if (args.curve_points or 0) < 0 or (args.curve_tasks is not None and args.curve_tasks < 1):
@@ -268,8 +270,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mamlkit.compare.runner import write_report
-
     write_report(args.out)
     print(f"wrote {args.out}/report.md and the plots")
     return 0
@@ -301,13 +301,9 @@ def list_lines(width: int = 100) -> list[str]:
     """What ``mamlkit list`` prints: every registered algorithm, dataset, model and preset.
 
     An algorithm shows every field of its spec except ``name`` and ``reference`` (so settings added
-    to :class:`~mamlkit.core.algorithms.AlgorithmSpec` appear without a change here), then its
-    reference.
+    to :class:`~mamlkit.AlgorithmSpec` appear without a change here), then its reference.
+    Installed plug-ins (entry points) are listed with the built-in entries.
     """
-    from mamlkit.core.algorithms import ALGORITHMS
-    from mamlkit.data import DATASETS
-    from mamlkit.models import MODELS
-
     names = [*ALGORITHMS, *DATASETS, *MODELS, *COMPARE_PRESETS]
     column = max(len(n) for n in names) + 4
 
@@ -323,20 +319,33 @@ def list_lines(width: int = 100) -> list[str]:
             break_on_hyphens=False,
         )
 
+    def loaded(registry: Registry[Any], name: str) -> Any:
+        """The entry, or the reason a plug-in failed to load (listed, not raised)."""
+        try:
+            return registry.get(name)
+        except PluginError as error:
+            return error
+
     lines = ["algorithms (mamlkit train --algorithm NAME):"]
     for name in ALGORITHMS:
-        spec = ALGORITHMS.get(name)
+        spec = loaded(ALGORITHMS, name)
+        if isinstance(spec, PluginError):
+            lines += entry(name, f"(failed to load: {spec})")
+            continue
         settings = " ".join(f"{k}={_setting_text(v)}" for k, v in spec.settings().items())
         lines += entry(name, settings)
         reference = getattr(spec, "reference", "")
         if reference:
             lines += entry("", reference)
-    lines.append("datasets (--dataset NAME):")
-    for name in DATASETS:
-        lines += entry(name, _summary(DATASETS.get(name)))
-    lines.append("models (--model NAME):")
-    for name in MODELS:
-        lines += entry(name, _summary(MODELS.get(name)))
+    for title, registry in (
+        ("datasets (--dataset NAME):", DATASETS),
+        ("models (--model NAME):", MODELS),
+    ):
+        lines.append(title)
+        for name in registry:
+            factory = loaded(registry, name)
+            text = f"(failed to load: {factory})" if isinstance(factory, PluginError) else ""
+            lines += entry(name, text or _summary(factory))
     lines.append("presets (mamlkit compare --preset NAME; mamlkit train --preset NAME):")
     for name in COMPARE_PRESETS:
         preset = COMPARE_PRESETS.get(name)
@@ -348,25 +357,6 @@ def list_lines(width: int = 100) -> list[str]:
 def _list(args: argparse.Namespace) -> int:
     print("\n".join(list_lines()))
     return 0
-
-
-def run_guarded(command: str, action: Callable[[], int]) -> int:
-    """Run ``action``; an expected failure becomes one line on stderr and exit status 2.
-
-    Ctrl-C gives status 130. ``MAMLKIT_DEBUG=1`` re-raises, for the full traceback.
-    """
-    try:
-        return action()
-    except KeyboardInterrupt as error:
-        detail = f": {error}" if str(error) else ""
-        print(f"mamlkit {command}: interrupted{detail}", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, KeyError, OSError, FloatingPointError) as error:
-        if os.environ.get("MAMLKIT_DEBUG"):
-            raise
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"mamlkit {command}: error: {message}", file=sys.stderr)
-        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -389,8 +379,6 @@ def _single_process_unless_train(
 ) -> int:
     """Only ``train`` splits its work over torchrun's processes; the others would each redo it
     and write the same files at once, so they are refused there."""
-    from mamlkit.distributed import world_size_from_environment
-
     if args.command != "train" and world_size_from_environment() > 1:
         raise ValueError(
             f"only mamlkit train runs under torchrun; run mamlkit {args.command} as one process "

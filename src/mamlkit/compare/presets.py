@@ -13,6 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mamlkit.algorithms import mamlpp
+from mamlkit.algorithms.maml import OMNIGLOT_PROTOCOL as FINN_2017
+from mamlkit.algorithms.maml import OMNIGLOT_SHARED as FINN_2017_SHARED
 from mamlkit.registry import Registry
 
 
@@ -68,7 +71,7 @@ def _own_values(table: dict[str, dict[str, Any]], algorithm: str) -> dict[str, A
 
 
 #: Comparison presets by name (``mamlkit compare --preset NAME``): ``quick`` (a short CPU run of
-#: six algorithms under equal settings), ``paper-{5,20}way-{1,5}shot`` (each algorithm's published
+#: seven algorithms under equal settings), ``paper-{5,20}way-{1,5}shot`` (each algorithm's published
 #: Omniglot protocol) and ``paper`` (the same as ``paper-5way-1shot``).
 COMPARE_PRESETS: Registry[ComparePreset] = Registry("compare preset")
 
@@ -81,7 +84,7 @@ COMPARE_PRESETS.add(
             "gets the same short budget and settings, so the numbers compare the algorithms "
             "under equal conditions, not their papers' full protocols (see the paper preset)"
         ),
-        algorithms=("maml", "fomaml", "mamlpp", "anil", "metasgd", "reptile"),
+        algorithms=("maml", "fomaml", "mamlpp", "anil", "boil", "metasgd", "reptile"),
         train={
             "dataset": "omniglot",
             "ways": 5,
@@ -104,62 +107,16 @@ COMPARE_PRESETS.add(
 )
 
 
-# The published Omniglot protocols, one row per setting (ways, shots). Each value's source:
-#
-# FINN_2017: Finn, Abbeel, Levine 2017, appendix A.1 ("the 5-way ... models were each trained with
-#   1 gradient step with step size alpha = 0.4 and a meta batch-size of 32 tasks. The network was
-#   evaluated using 3 gradient steps with the same step size alpha = 0.4. The 20-way convolutional
-#   MAML model was trained and evaluated with 5 gradient steps with step size alpha = 0.1. During
-#   training, the meta batch-size was set to 16 tasks ... All models were trained for 60000
-#   iterations"), and the usage lines of github.com/cbfinn/maml main.py
-#   (--metatrain_iterations=60000 --meta_batch_size=32 --update_lr=0.4 --num_updates=1 for
-#   5-way; --meta_batch_size=16 --update_lr=0.1 --num_updates=5 for 20-way; meta_lr default
-#   0.001). That code draws 2 * update_batch_size images per class
-#   (DataGenerator(FLAGS.update_batch_size*2, ...)), so a training task has as many query images
-#   per class as shots.
-# ANTONIOU_2019: github.com/AntreasAntoniou/HowToTrainYourMAMLPytorch, the configs its
-#   script_generation_tools/generate_configs.py writes for Omniglot (experiment_config/
-#   omniglot_maml++-omniglot_{shots}_8_0.1_64_{ways}_0.json, from
-#   experiment_template_config/omniglot_maml++.json): batch_size 8, 5 training and 5 evaluation
-#   steps, init_inner_loop_learning_rate 0.1, num_target_samples 1, meta_learning_rate 0.001
-#   cosine-annealed to min_learning_rate 0.00001, total_epochs 100 and multi_step_loss_num_epochs
-#   10 of total_iter_per_epoch 500 iterations, num_evaluation_tasks 600,
-#   first_order_to_second_order_epoch -1 (no derivative-order annealing); the same for all four
-#   settings. (An earlier generation of configs in that repository, e.g.
-#   omniglot_maml++_20_way_1_shot_5_batch_norm_log_64_seed_0.json, used batch_size 16, 250 epochs
-#   and 20 epochs of multi-step loss; the presets follow the batch-8 generation, which
-#   generate_configs.py at commit bf56437 writes.)
-#
-# Algorithms without their own row use the shared values, i.e. Finn et al.'s MAML protocol:
-# anil (Raghu et al. 2020 build on MAML's setup), metasgd (Li et al. 2017's Omniglot
-# hyperparameters were not found in the sources searched) and reptile (Nichol et al.'s
-# Omniglot commands in github.com/openai/supervised-reptile use an inner Adam with mini-batches,
-# more training shots than test shots and a linearly annealed meta step, which TrainConfig does not
-# express; see docs/presets.md).
-
-_FINN_2017 = {  # ways -> values
-    5: {"meta_batch": 32, "inner_lr": 0.4, "inner_steps": 1, "test_steps": 3},
-    20: {"meta_batch": 16, "inner_lr": 0.1, "inner_steps": 5, "test_steps": 5},
-}
-_ANTONIOU_2019 = {
-    "iterations": 50000,  # total_epochs 100 x total_iter_per_epoch 500
-    "meta_batch": 8,
-    "queries": 1,  # num_target_samples
-    "inner_steps": 5,
-    "inner_lr": 0.1,  # initial value of the learned per-layer per-step rates
-    "msl_anneal_iterations": 5000,  # multi_step_loss_num_epochs 10 x 500
-    # first_order_to_second_order_epoch -1: second order from the first epoch (their
-    # few_shot_learning_system.py: use_second_order = epoch > first_order_to_second_order_epoch)
-    "first_order_iterations": 0,
-    "outer_lr_schedule": "cosine",
-    "outer_lr_min": 1e-5,
-}
+# The published Omniglot protocols live with their algorithms: Finn et al.'s in
+# mamlkit.algorithms.maml (used for maml, fomaml and every algorithm without a protocol of its
+# own: anil, boil, metasgd, reptile; see docs/presets.md for why) and Antoniou et al.'s in
+# mamlkit.algorithms.mamlpp (mamlpp, fomamlpp).
 PAPER_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 
 
 def paper_preset(ways: int, shots: int, name: str | None = None) -> ComparePreset:
     """The published protocols for Omniglot ``ways``-way ``shots``-shot (sources above)."""
-    finn = _FINN_2017[ways]
+    finn = FINN_2017[ways]
     name = name or f"paper-{ways}way-{shots}shot"
     steps = f"{finn['inner_steps']} step{'s' if finn['inner_steps'] > 1 else ''}"
     return ComparePreset(
@@ -178,30 +135,31 @@ def paper_preset(ways: int, shots: int, name: str | None = None) -> ComparePrese
             "ways": ways,
             "shots": shots,
             "queries": shots,
-            "iterations": 60000,
+            "iterations": FINN_2017_SHARED["iterations"],
             "meta_batch": finn["meta_batch"],
             "inner_steps": finn["inner_steps"],
             "inner_lr": finn["inner_lr"],
-            "outer_lr": 0.001,
+            "outer_lr": FINN_2017_SHARED["outer_lr"],
             "seed": 0,
             "log_every": 50,
         },
-        per_algorithm={"mamlpp": dict(_ANTONIOU_2019), "fomamlpp": dict(_ANTONIOU_2019)},
+        per_algorithm={
+            "mamlpp": dict(mamlpp.OMNIGLOT_PROTOCOL),
+            "fomamlpp": dict(mamlpp.OMNIGLOT_PROTOCOL),
+        },
         # 600 test tasks as in Finn et al.'s main.py (NUM_TEST_POINTS) and the MAML++ configs;
         # 15 query images per class is this package's test convention (Finn et al.'s code scores
         # as many per class as shots, the MAML++ configs 1).
         evaluation={
-            "tasks": 600,
+            "tasks": FINN_2017_SHARED["test_tasks"],
             "queries": 15,
             "seed": 0,
             "meta_batch": 25,
             "inner_steps": finn["test_steps"],
         },
-        # MAML++ evaluates with as many steps as it trained (number_of_evaluation_steps_per_iter);
-        # None means the run's training value, which its learned per-step rates require.
         per_algorithm_evaluation={
-            "mamlpp": {"inner_steps": None},
-            "fomamlpp": {"inner_steps": None},
+            "mamlpp": dict(mamlpp.OMNIGLOT_EVALUATION),
+            "fomamlpp": dict(mamlpp.OMNIGLOT_EVALUATION),
         },
         curve_points=20,
         curve_tasks=200,

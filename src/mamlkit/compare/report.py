@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mamlkit.algorithms import resolve_algorithm
+
 
 def _mib(value: int | None) -> str:
     return "not measured" if value is None else f"{value / 2**20:.0f} MiB"
@@ -126,8 +128,6 @@ def setting(algorithm: dict[str, Any], key: str) -> Any:
     algorithm's own (cosine for the MAML++ presets), a key older results lack is "-"."""
     value = algorithm["config"].get(key, "-")
     if key == "outer_lr_schedule" and value is None:
-        from mamlkit.core.algorithms import resolve_algorithm
-
         value = resolve_algorithm(algorithm["name"]).outer_lr_schedule
     return value
 

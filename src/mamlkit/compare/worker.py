@@ -13,42 +13,66 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mamlkit.config import EvalConfig, TrainConfig, build_config
-from mamlkit.core.algorithms import resolve_algorithm
+from mamlkit.algorithms import resolve_algorithm
+from mamlkit.compare.plan import require_classification
+from mamlkit.errors import run_guarded
 from mamlkit.io import atomic_write_json
+from mamlkit.learner import MetaLearner
+from mamlkit.training import (
+    Callback,
+    EvalConfig,
+    TrainConfig,
+    build_config,
+    build_dataset,
+    build_sampler,
+    eval_run,
+    evaluate,
+    train_run,
+)
+from mamlkit.training.run_folder import EVAL_FILE, METRICS_FILE
 
 
-def run_plan(folder: Path) -> dict[str, Any]:
-    """Execute ``folder/plan.json`` and return (and write) the algorithm's result record."""
-    from mamlkit.compare.runner import require_classification
-    from mamlkit.runs import build_dataset, build_sampler, eval_run, train_run
-    from mamlkit.training import evaluate
+class CurveEvaluation(Callback):
+    """Evaluates on ``curve_tasks`` test tasks at the ``at`` iterations (the accuracy-vs-time
+    curve); its time is not counted as training time. Test tasks of seed ``evaluation.seed + 1``,
+    not the final test tasks."""
 
-    plan = json.loads((folder / "plan.json").read_text())
-    config = build_config(TrainConfig, plan["train"])
-    require_classification(config.dataset)
-    evaluation = build_config(EvalConfig, plan["evaluation"])
-    curve: list[dict[str, Any]] = []
-    curve_at: set[int] = set()
-    points, curve_tasks = int(plan["curve_points"]), int(plan["curve_tasks"])
-    if points > 0:
-        curve_at = {round(config.iterations * (i + 1) / points) for i in range(points)}
-        test_set = build_dataset(config, evaluation.split)
+    def __init__(
+        self, config: TrainConfig, evaluation: EvalConfig, at: set[int], curve_tasks: int
+    ) -> None:
+        self.config, self.evaluation, self.at, self.curve_tasks = (
+            config,
+            evaluation,
+            at,
+            curve_tasks,
+        )
+        self.points: list[dict[str, Any]] = []
+        self.test_set = build_dataset(config, evaluation.split) if at else None
+        self.learner: MetaLearner | None = None
 
-    def on_record(record: dict[str, Any], learner: Any) -> None:
-        if record["iteration"] not in curve_at:
+    def on_train_start(self, learner: MetaLearner) -> None:
+        """Remember the learner to evaluate."""
+        self.learner = learner
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        """At a curve iteration: evaluate and keep the point."""
+        if record["iteration"] not in self.at or self.learner is None:
             return
         sampler = build_sampler(
-            config,
-            test_set,
-            queries=evaluation.queries,
-            meta_batch=evaluation.meta_batch,
-            seed=evaluation.seed + 1,  # not the final test tasks
+            self.config,
+            self.test_set,
+            queries=self.evaluation.queries,
+            meta_batch=self.evaluation.meta_batch,
+            seed=self.evaluation.seed + 1,  # not the final test tasks
         )
         result = evaluate(
-            learner, sampler, tasks=curve_tasks, inner_steps=evaluation.inner_steps, progress=False
+            self.learner,
+            sampler,
+            tasks=self.curve_tasks,
+            inner_steps=self.evaluation.inner_steps,
+            progress=False,
         )
-        curve.append(
+        self.points.append(
             {
                 "iteration": record["iteration"],
                 "train_seconds": record["train_seconds"],
@@ -57,13 +81,27 @@ def run_plan(folder: Path) -> dict[str, Any]:
             }
         )
 
+
+def run_plan(folder: Path) -> dict[str, Any]:
+    """Execute ``folder/plan.json`` and return (and write) the algorithm's result record."""
+    plan = json.loads((folder / "plan.json").read_text())
+    config = build_config(TrainConfig, plan["train"])
+    require_classification(config.dataset)
+    evaluation = build_config(EvalConfig, plan["evaluation"])
+    points, curve_tasks = int(plan["curve_points"]), int(plan["curve_tasks"])
+    at = (
+        {round(config.iterations * (i + 1) / points) for i in range(points)}
+        if points > 0
+        else set()
+    )
+    curve = CurveEvaluation(config, evaluation, at, curve_tasks)
     run_dir = folder / "run"
-    summary = train_run(config, run_dir, overwrite=True, on_record=on_record)
+    summary = train_run(config, run_dir, overwrite=True, callbacks=[curve])
     started = time.perf_counter()
     result = eval_run(run_dir, evaluation, progress=config.progress)
     eval_seconds = time.perf_counter() - started
-    eval_json = json.loads((run_dir / "eval.json").read_text())
-    losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    eval_json = json.loads((run_dir / EVAL_FILE).read_text())
+    losses = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
     accuracies = sorted(result.task_accuracies)
     decile = accuracies[: max(1, len(accuracies) // 10)]
     chance = 1.0 / config.ways
@@ -87,7 +125,7 @@ def run_plan(folder: Path) -> dict[str, Any]:
         "per_step_test_loss": result.per_step_loss,
         "task_accuracies": result.task_accuracies,
         "learned_inner_lrs": summary["learned_inner_lrs"]
-        if resolve_algorithm(config.algorithm).update_rule != "fixed"
+        if resolve_algorithm(config.algorithm).learns_inner_rates
         else None,
         "train_curve": [
             {
@@ -98,7 +136,7 @@ def run_plan(folder: Path) -> dict[str, Any]:
             }
             for r in losses
         ],
-        "test_curve": curve,
+        "test_curve": curve.points,
         "eval_seconds": eval_seconds,
         "initial_weights_sha256": summary["initial_weights_sha256"],
         "task_stream_sha256": summary["task_stream_sha256"],
@@ -116,8 +154,6 @@ def run_plan(folder: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m mamlkit.compare.worker FOLDER``: run ``FOLDER/plan.json`` (see :func:`run_plan`);
     returns the exit status (errors are printed in one line, as by the ``mamlkit`` command)."""
-    from mamlkit.cli import run_guarded
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m mamlkit.compare.worker FOLDER", file=sys.stderr)

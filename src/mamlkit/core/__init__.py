@@ -1,27 +1,23 @@
-"""The functional meta-learning core: inner loop, update rules, step weights, algorithm presets."""
+"""The functional core: the one inner loop every algorithm is built from, and its small parts.
 
-from mamlkit.core.algorithms import ALGORITHMS, AlgorithmSpec, register_algorithm, resolve_algorithm
+Pure functions over parameter dicts (:func:`adapt`, :func:`weighted_query_loss`), the inner
+update rules (:data:`UPDATE_RULES`), the plain step weighting and the per-step tensor tables.
+Nothing here knows an algorithm by name; :mod:`mamlkit.algorithms` composes these pieces.
+"""
+
 from mamlkit.core.inner_loop import adapt, functional_forward, inner_gradients, weighted_query_loss
-from mamlkit.core.learner import MAML, AdaptedTasks, MetaLearner, TaskScores, check_episode
-from mamlkit.core.step_weights import last_step_weights, msl_weights
-from mamlkit.core.update_rules import InnerUpdate, make_update_rule
+from mamlkit.core.per_step import PerStepTables
+from mamlkit.core.step_losses import last_step_weights
+from mamlkit.core.update_rules import UPDATE_RULES, InnerUpdate, make_update_rule
 
 __all__ = [
-    "ALGORITHMS",
-    "MAML",
-    "AdaptedTasks",
-    "AlgorithmSpec",
+    "UPDATE_RULES",
     "InnerUpdate",
-    "MetaLearner",
-    "TaskScores",
+    "PerStepTables",
     "adapt",
-    "check_episode",
     "functional_forward",
     "inner_gradients",
     "last_step_weights",
     "make_update_rule",
-    "msl_weights",
-    "register_algorithm",
-    "resolve_algorithm",
     "weighted_query_loss",
 ]

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mamlkit.core.update_rules import InnerUpdate, Params
+from mamlkit.core.update_rules import InnerUpdate
+from mamlkit.vocabulary import Params
 
 Forward = Callable[[Params, Tensor], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -10,13 +10,9 @@ swaps them into the tensors a forward sees; the model itself is never modified.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-Params = dict[str, Tensor]
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "-")
+from mamlkit.vocabulary import Params, table_key
 
 
 def batch_norm_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
@@ -97,7 +93,7 @@ class PerStepTables(nn.Module):
         own_buffers = dict(model.named_buffers())
         self.weights = nn.ParameterDict(
             {
-                _key(n): nn.Parameter(
+                table_key(n): nn.Parameter(
                     own_params[n].detach().unsqueeze(0).repeat_interleave(copies, 0)
                 )
                 for n in self.parameter_names
@@ -105,7 +101,9 @@ class PerStepTables(nn.Module):
         )
         for n in self.buffer_names:
             own = own_buffers[n].detach()
-            self.register_buffer("stats-" + _key(n), own.unsqueeze(0).repeat_interleave(copies, 0))
+            self.register_buffer(
+                "stats-" + table_key(n), own.unsqueeze(0).repeat_interleave(copies, 0)
+            )
 
     def at(self, params: Params, step: int) -> Params:
         """``params`` with the tensors of inner step ``step`` (step 0: the model's own)."""
@@ -118,7 +116,7 @@ class PerStepTables(nn.Module):
             )
         chosen = dict(params)
         for n in self.parameter_names:
-            chosen[n] = self.weights[_key(n)][step - 1]
+            chosen[n] = self.weights[table_key(n)][step - 1]
         for n in self.buffer_names:
-            chosen[n] = self.get_buffer("stats-" + _key(n))[step - 1]
+            chosen[n] = self.get_buffer("stats-" + table_key(n))[step - 1]
         return chosen

@@ -3,8 +3,7 @@
 Each rule is a small ``nn.Module`` whose own parameters (if any) are learned by the outer loop:
 
 * ``fixed``: one scalar learning rate, not learned (MAML, FOMAML).
-* ``per_tensor``: one learned learning rate per parameter tensor, shared by all steps
-  (the seed document's ``alpha`` per parameter).
+* ``per_tensor``: one learned learning rate per parameter tensor, shared by all steps.
 * ``per_tensor_per_step``: one learned learning rate per parameter tensor *and* inner step
   (MAML++'s LSLR, "learning per-layer per-step learning rates").
 * ``per_element``: a learned learning rate for every element of every adapting tensor, shared by
@@ -22,9 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-Params = dict[str, Tensor]
-
-UPDATE_RULES = ("fixed", "per_tensor", "per_tensor_per_step", "per_element", "adam")
+from mamlkit.registry import Registry
+from mamlkit.vocabulary import Params, table_key
 
 
 def check_learning_rate(lr: float) -> float:
@@ -34,11 +32,6 @@ def check_learning_rate(lr: float) -> float:
     if not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"inner_lr must be a finite number > 0, got {lr!r}")
     return float(lr)
-
-
-def _key(name: str) -> str:
-    # nn.ParameterDict keys cannot contain "."; "-" cannot occur in a PyTorch attribute name.
-    return name.replace(".", "-")
 
 
 class InnerUpdate(nn.Module):
@@ -54,6 +47,7 @@ class InnerUpdate(nn.Module):
         names: the parameter names that adapt (the only ones with learning rates).
         lr: the (initial) learning rate, a finite number > 0.
         steps: inner steps; per-step rules hold a rate for each.
+        shapes: parameter name -> shape, for rules with a rate per element.
 
     >>> import torch
     >>> from mamlkit.core import make_update_rule
@@ -65,7 +59,16 @@ class InnerUpdate(nn.Module):
     {'w': tensor([0.], grad_fn=<SubBackward0>), 'b': tensor([3.])}
     """
 
-    def __init__(self, names: Sequence[str], lr: float, steps: int) -> None:
+    #: Whether the rule has learning rates of its own for the outer loop to learn.
+    learns = False
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        lr: float,
+        steps: int,
+        shapes: dict[str, torch.Size] | None = None,
+    ) -> None:
         super().__init__()
         self.names = tuple(names)
         self.initial_lr = check_learning_rate(lr)
@@ -114,24 +117,40 @@ class FixedLR(InnerUpdate):
 class PerTensorLR(InnerUpdate):
     """A learned learning rate per parameter tensor, shared by all inner steps."""
 
-    def __init__(self, names: Sequence[str], lr: float, steps: int) -> None:
+    learns = True
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        lr: float,
+        steps: int,
+        shapes: dict[str, torch.Size] | None = None,
+    ) -> None:
         super().__init__(names, lr, steps)
         self.rates = nn.ParameterDict(
-            {_key(n): nn.Parameter(torch.tensor(self.initial_lr)) for n in self.names}
+            {table_key(n): nn.Parameter(torch.tensor(self.initial_lr)) for n in self.names}
         )
 
     def learning_rate(self, name: str, step: int) -> Tensor:
         """The learned scalar rate of tensor ``name`` (the same at every step)."""
-        return self.rates[_key(name)]
+        return self.rates[table_key(name)]
 
 
 class PerTensorPerStepLR(InnerUpdate):
     """MAML++'s LSLR: a learned learning rate per parameter tensor and inner step."""
 
-    def __init__(self, names: Sequence[str], lr: float, steps: int) -> None:
+    learns = True
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        lr: float,
+        steps: int,
+        shapes: dict[str, torch.Size] | None = None,
+    ) -> None:
         super().__init__(names, lr, steps)
         self.rates = nn.ParameterDict(
-            {_key(n): nn.Parameter(torch.full((steps,), self.initial_lr)) for n in self.names}
+            {table_key(n): nn.Parameter(torch.full((steps,), self.initial_lr)) for n in self.names}
         )
 
     def learning_rate(self, name: str, step: int) -> Tensor:
@@ -142,7 +161,7 @@ class PerTensorPerStepLR(InnerUpdate):
                 f"learned per-step inner learning rates exist for {self.steps} inner steps; "
                 f"step {step + 1} has none (adapt with at most {self.steps} inner steps)"
             )
-        return self.rates[_key(name)][step]
+        return self.rates[table_key(name)][step]
 
 
 class PerElementLR(InnerUpdate):
@@ -152,22 +171,30 @@ class PerElementLR(InnerUpdate):
     ``lr`` so that Meta-SGD starts from exactly MAML's inner update and the two compare cleanly.
     """
 
+    learns = True
+
     def __init__(
-        self, names: Sequence[str], lr: float, steps: int, shapes: dict[str, torch.Size]
+        self,
+        names: Sequence[str],
+        lr: float,
+        steps: int,
+        shapes: dict[str, torch.Size] | None = None,
     ) -> None:
         super().__init__(names, lr, steps)
+        if shapes is None:
+            raise ValueError("the per_element update rule needs the parameter shapes")
         self.rates = nn.ParameterDict(
-            {_key(n): nn.Parameter(torch.full(shapes[n], self.initial_lr)) for n in self.names}
+            {table_key(n): nn.Parameter(torch.full(shapes[n], self.initial_lr)) for n in self.names}
         )
 
     def learning_rate(self, name: str, step: int) -> Tensor:
         """The learned rates of tensor ``name``: a tensor of its shape (the same at every step)."""
-        return self.rates[_key(name)]
+        return self.rates[table_key(name)]
 
     def learned_rates(self) -> dict[str, list[float]]:
         """Mean rate per tensor (the full tensors are in ``state_dict()``)."""
         with torch.no_grad():
-            return {n: [float(self.rates[_key(n)].mean())] * self.steps for n in self.names}
+            return {n: [float(self.rates[table_key(n)].mean())] * self.steps for n in self.names}
 
 
 class InnerAdam(InnerUpdate):
@@ -183,6 +210,7 @@ class InnerAdam(InnerUpdate):
         names: Sequence[str],
         lr: float,
         steps: int,
+        shapes: dict[str, torch.Size] | None = None,
         betas: tuple[float, float] = (0.0, 0.999),
         eps: float = 1e-8,
     ) -> None:
@@ -216,6 +244,17 @@ class InnerAdam(InnerUpdate):
         return updated
 
 
+#: The inner update rules by name (an algorithm's ``update_rule`` setting): ``fixed``,
+#: ``per_tensor``, ``per_tensor_per_step`` (LSLR), ``per_element`` (Meta-SGD) and ``adam``. A rule
+#: registered here is usable in every algorithm spec and variant.
+UPDATE_RULES: Registry[type[InnerUpdate]] = Registry("inner update rule")
+UPDATE_RULES.add("fixed", FixedLR)
+UPDATE_RULES.add("per_tensor", PerTensorLR)
+UPDATE_RULES.add("per_tensor_per_step", PerTensorPerStepLR)
+UPDATE_RULES.add("per_element", PerElementLR)
+UPDATE_RULES.add("adam", InnerAdam)
+
+
 def make_update_rule(
     rule: str,
     names: Sequence[str],
@@ -223,7 +262,7 @@ def make_update_rule(
     steps: int,
     shapes: dict[str, torch.Size] | None = None,
 ) -> InnerUpdate:
-    """Build the update rule called ``rule`` (one of :data:`UPDATE_RULES`).
+    """Build the update rule called ``rule`` (an entry of :data:`UPDATE_RULES`).
 
     ``shapes`` (parameter name -> shape) is needed by ``per_element`` only. This is how
     :class:`~mamlkit.MetaLearner` builds the rule of its algorithm's ``update_rule``.
@@ -244,18 +283,6 @@ def make_update_rule(
     >>> make_update_rule("sgd", ["w"], 0.5, 1)
     Traceback (most recent call last):
         ...
-    ValueError: unknown inner update rule 'sgd'; choose one of ('fixed', 'per_tensor', ...)
+    mamlkit.registry.UnknownNameError: unknown inner update rule 'sgd' (known: adam, fixed, ...)
     """
-    if rule == "per_element":
-        if shapes is None:
-            raise ValueError("the per_element update rule needs the parameter shapes")
-        return PerElementLR(names, lr, steps, shapes)
-    classes = {
-        "fixed": FixedLR,
-        "per_tensor": PerTensorLR,
-        "per_tensor_per_step": PerTensorPerStepLR,
-        "adam": InnerAdam,
-    }
-    if rule not in classes:
-        raise ValueError(f"unknown inner update rule {rule!r}; choose one of {UPDATE_RULES}")
-    return classes[rule](names, lr, steps)
+    return UPDATE_RULES.get(rule)(names, lr, steps, shapes)

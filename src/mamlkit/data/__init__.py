@@ -17,22 +17,30 @@ from typing import Any
 
 from mamlkit.data.download import ChecksumError, DownloadError, download_omniglot
 from mamlkit.data.miniimagenet import MiniImageNet, MiniImageNetError
-from mamlkit.data.omniglot import (
-    Omniglot,
-    OmniglotArchiveError,
-    resolve_cache_dir,
-    resolve_data_root,
-    split_characters,
-)
-from mamlkit.data.sampler import Episode, EpisodeSampler, FewShotDataset
+from mamlkit.data.omniglot import Omniglot, OmniglotArchiveError, split_characters
+from mamlkit.data.sampler import EpisodeSampler, FewShotDataset
 from mamlkit.data.sinusoid import Sinusoid, SinusoidSampler, SinusoidTasks, TaskDistribution
-from mamlkit.registry import Registry
+from mamlkit.data.storage import resolve_cache_dir, resolve_data_root
+from mamlkit.episodes import Episode
+from mamlkit.registry import PluginError, Registry
+
+
+def _plugin_factory(name: str, obj: object) -> Callable[..., Any]:
+    """A plug-in dataset (entry point or ``module:attribute``) must be a factory to call."""
+    if not callable(obj):
+        raise PluginError(f"dataset {name!r} is a {type(obj).__name__}, not a dataset factory")
+    return obj  # type: ignore[return-value]
+
 
 #: Dataset factories by name: ``DATASETS.get(name)(root, split, download=..., **options)``. A
 #: classification factory gives a :class:`FewShotDataset` for :class:`EpisodeSampler`; a factory
-#: with ``task = "regression"`` (``sinusoid``) gives a :class:`TaskDistribution`, which makes its
-#: own sampler with ``task_sampler(shots, queries, meta_batch, seed=...)``.
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+#: whose ``task`` is regression (``sinusoid``) gives a :class:`TaskDistribution`, which makes its
+#: own sampler with ``task_sampler(shots, queries, meta_batch, seed=...)``. Installed packages
+#: add theirs through the ``mamlkit.datasets`` entry point group, and
+#: ``package.module:factory`` names one directly.
+DATASETS: Registry[Callable[..., Any]] = Registry(
+    "dataset", entry_points="mamlkit.datasets", check=_plugin_factory
+)
 
 
 @DATASETS.register("omniglot")

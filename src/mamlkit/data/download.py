@@ -11,7 +11,11 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+from mamlkit.progress import progress_bar
 
 #: Where the official archives live (Brenden Lake's omniglot repository).
 OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -77,11 +81,6 @@ def download_file(
     matches, so an interrupted or corrupt download never leaves a file that looks complete.
     Raises :class:`ChecksumError` on a mismatch and :class:`DownloadError` on any I/O failure.
     """
-    import urllib.error
-    import urllib.request
-
-    from mamlkit.progress import progress_bar
-
     dest = Path(dest)
     hint = _manual_hint([dest.name], dest.parent)
     try:

@@ -20,15 +20,24 @@ import csv
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from mamlkit.data.omniglot import DATA_ENV, resolve_cache_dir, resolve_data_root, unreadable
+from mamlkit.data.storage import (
+    DATA_ENV,
+    cache_key,
+    cached,
+    check_split,
+    resolve_cache_dir,
+    resolve_data_root,
+    unreadable,
+)
 from mamlkit.io import atomic_write, atomic_write_json
+from mamlkit.progress import progress_bar
 
 #: Bump when the decoded representation changes, so stale cache files are not reused.
 FORMAT_VERSION = 1
@@ -54,14 +63,6 @@ HOW_TO_GET = (
 
 class MiniImageNetError(ValueError):
     """A mini-ImageNet folder, CSV or image that cannot be used; the message names the file."""
-
-
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(
-            f"unknown mini-ImageNet split {split!r}; valid splits: {', '.join(SPLITS)}"
-        )
-    return split
 
 
 def locate_folder(root: Path, given: object, download: bool) -> Path:
@@ -199,7 +200,7 @@ class MiniImageNet:
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = False,
     ) -> None:
-        self.split = _check_split(split)
+        self.split = check_split("mini-ImageNet", split, SPLITS)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.image_size = image_size
@@ -332,64 +333,36 @@ def _load_decoded(
     Returns ``(images, cache file or None when caching failed, whether it came from the cache)``.
     """
     meta = _cache_meta(stats, csv_sha256, split, image_size)
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-    stem = f"miniimagenet-{split}-{image_size}px-{key[:24]}"
-    array_file, meta_file = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-    if array_file.is_file() and meta_file.is_file():
-        cached = _read_cache(array_file, meta_file, meta)
-        if cached is not None:
-            return cached, array_file, True
-
-    images = _decode(images_dir, names, image_size, progress)
-    try:
-        _write_cache(array_file, meta_file, images, meta)
-    except OSError as e:
-        warnings.warn(
-            f"could not write the decoded mini-ImageNet cache {array_file} ({e}); continuing "
-            f"without it, so every run decodes the images again. Point cache_dir / "
-            f"$MAMLKIT_CACHE at a writable folder to avoid that",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return images, None, False
-    return images, array_file, False
+    return cached(
+        cache_dir / f"miniimagenet-{split}-{image_size}px-{cache_key(meta)}.npy",
+        dataset="mini-ImageNet",
+        read=lambda path: _read_cache(path, meta),
+        decode=lambda: _decode(images_dir, names, image_size, progress),
+        write=lambda path, images: _write_cache(path, images, meta),
+        redo="decoding the images again",
+    )
 
 
-def _read_cache(array_file: Path, meta_file: Path, meta: dict[str, Any]) -> np.ndarray | None:
-    """The memory-mapped cached images, or ``None`` (with a warning) if unusable."""
-    try:
-        stored = json.loads(meta_file.read_text(encoding="utf-8"))
-        images = np.load(array_file, mmap_mode="r", allow_pickle=False)
-        size = meta["image_size"]
-        if stored != meta:
-            raise ValueError("its metadata does not match the images")
-        if images.dtype != np.uint8 or images.shape != (meta["images"], 3, size, size):
-            raise ValueError(f"unexpected array {images.dtype} {images.shape}")
-    except Exception as e:  # any failure just means "rebuild": the cache is disposable
-        warnings.warn(
-            f"ignoring unreadable mini-ImageNet cache file {array_file} ({type(e).__name__}: "
-            f"{e}); decoding the images again",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return None
+def _read_cache(array_file: Path, meta: dict[str, Any]) -> np.ndarray:
+    """The memory-mapped cached images; an error if they do not match ``meta``."""
+    stored = json.loads(array_file.with_suffix(".json").read_text(encoding="utf-8"))
+    images = np.load(array_file, mmap_mode="r", allow_pickle=False)
+    size = meta["image_size"]
+    if stored != meta:
+        raise ValueError("its metadata does not match the images")
+    if images.dtype != np.uint8 or images.shape != (meta["images"], 3, size, size):
+        raise ValueError(f"unexpected array {images.dtype} {images.shape}")
     return images
 
 
-def _write_cache(
-    array_file: Path, meta_file: Path, images: np.ndarray, meta: dict[str, Any]
-) -> None:
+def _write_cache(array_file: Path, images: np.ndarray, meta: dict[str, Any]) -> None:
     """Write the array (streamed), then its metadata, each atomically."""
     atomic_write(array_file, lambda handle: np.save(handle, images, allow_pickle=False))
-    atomic_write_json(meta_file, meta)
+    atomic_write_json(array_file.with_suffix(".json"), meta)
 
 
 def _decode(images_dir: Path, names: list[str], image_size: int, progress: bool) -> np.ndarray:
     """Decode, convert to RGB and Lanczos-resize every image (uint8 ``[n, 3, S, S]``)."""
-    from PIL import Image
-
-    from mamlkit.progress import progress_bar
-
     out = np.empty((len(names), 3, image_size, image_size), dtype=np.uint8)
     for i, name in enumerate(progress_bar(names, enabled=progress, desc="decode", unit="image")):
         path = images_dir / name

@@ -18,11 +18,9 @@ keyed by the archives' SHA-256, the image size and :data:`FORMAT_VERSION`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -31,8 +29,20 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mamlkit.data.download import download_omniglot
+from mamlkit.data.storage import (
+    DATA_ENV,
+    cache_key,
+    cached,
+    check_split,
+    file_sha256,
+    resolve_cache_dir,
+    resolve_data_root,
+    root_source,
+    unreadable,
+)
 from mamlkit.io import atomic_write_bytes
 
 #: Bump when the decoded representation changes, so stale cache files are not reused.
@@ -48,44 +58,9 @@ SPLIT_SIZES: dict[bool, dict[str, int]] = {
 }
 NUM_ROTATIONS = 4
 
-DATA_ENV = "MAMLKIT_DATA"
-CACHE_ENV = "MAMLKIT_CACHE"
-
 
 class OmniglotArchiveError(ValueError):
     """An Omniglot archive that cannot be read or lacks the official layout."""
-
-
-def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``root``, else ``$MAMLKIT_DATA``, else ``~/.cache/mamlkit``."""
-    if root is None:
-        root = os.environ.get(DATA_ENV) or Path.home() / ".cache" / "mamlkit"
-    return Path(root).expanduser()
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The decoded-image cache folder: ``cache_dir``, else ``$MAMLKIT_CACHE``, else
-    ``~/.cache/mamlkit/decoded``."""
-    if cache_dir is None:
-        cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mamlkit" / "decoded"
-    return Path(cache_dir).expanduser()
-
-
-def unreadable(
-    error: PermissionError, dataset: str, root: Path, cache_dir: Path
-) -> PermissionError:
-    """A one-line ``PermissionError`` for a file or folder of ``dataset`` (under its data root
-    ``root``, or its decoded-image cache) that cannot be read, saying how to fix it."""
-    where = Path(error.filename) if error.filename else root
-    if where.is_relative_to(cache_dir):
-        return PermissionError(
-            f"cannot read {where}: permission denied (the decoded-image cache of {dataset}); make "
-            f"it readable or point cache_dir / ${CACHE_ENV} at another folder"
-        )
-    return PermissionError(
-        f"cannot read {where}: permission denied ({dataset} data root {root}); make it readable "
-        f"(chmod -R u+rX {root}) or point --data-root / ${DATA_ENV} at a readable copy"
-    )
 
 
 def split_characters(split: str, *, validation: bool = False, split_seed: int = 0) -> np.ndarray:
@@ -117,14 +92,13 @@ def split_characters(split: str, *, validation: bool = False, split_seed: int = 
 
 def _check_split(split: str, validation: bool) -> dict[str, int]:
     sizes = SPLIT_SIZES[bool(validation)]
-    if split not in sizes:
+    if split not in sizes and split in SPLIT_SIZES[True]:
         valid = ", ".join(repr(s) for s in sizes)
-        if split in SPLIT_SIZES[True]:
-            raise ValueError(
-                f"omniglot split {split!r} exists only with validation=True; valid splits without "
-                f"it: {valid}"
-            )
-        raise ValueError(f"unknown omniglot split {split!r}; valid splits: {valid}")
+        raise ValueError(
+            f"omniglot split {split!r} exists only with validation=True; valid splits without "
+            f"it: {valid}"
+        )
+    check_split("omniglot", split, sizes)
     return sizes
 
 
@@ -286,12 +260,7 @@ def _locate_archives(
     root: Path, given: object, download: bool, progress: bool = True
 ) -> list[Path]:
     """Paths of the two archives under ``root``, downloading missing ones if asked to."""
-    if given is not None:
-        source = "the root argument"
-    elif os.environ.get(DATA_ENV):
-        source = f"${DATA_ENV}"
-    else:
-        source = f"the default, as neither root nor ${DATA_ENV} was set"
+    source = root_source(given)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(
             f"the data root {root} (from {source}) is a file, not a folder; pass the folder "
@@ -321,21 +290,6 @@ def _locate_archives(
     return paths
 
 
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    stat = path.stat()
-    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo_key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_MEMO[memo_key] = digest.hexdigest()
-    return _SHA_MEMO[memo_key]
-
-
 def _load_decoded(
     archives: Sequence[Path], image_size: int, cache_dir: Path
 ) -> tuple[_Decoded, Path | None, bool]:
@@ -346,61 +300,36 @@ def _load_decoded(
     meta = {
         "format": FORMAT_VERSION,
         "image_size": image_size,
-        "archives": {p.name: _sha256(p) for p in archives},
+        "archives": {p.name: file_sha256(p) for p in archives},
     }
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-    cache_file = cache_dir / f"omniglot-{image_size}px-{key[:24]}.npz"
-    try:
-        cached_before = cache_file.is_file()
-    except OSError:  # an unreadable cache folder: decode, and warn below when writing fails
-        cached_before = False
-    if cached_before:
-        cached = _read_cache(cache_file, meta)
-        if cached is not None:
-            return cached, cache_file, True
-
-    decoded = _merge([_decode_archive(p, image_size) for p in archives])
-    try:
-        _write_cache(cache_file, decoded, meta)
-    except OSError as e:
-        warnings.warn(
-            f"could not write the decoded Omniglot cache {cache_file} ({e}); continuing without "
-            f"it, so every run decodes the images again. Point cache_dir / ${CACHE_ENV} at a "
-            f"writable folder to avoid that",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return decoded, None, False
-    return decoded, cache_file, False
+    return cached(
+        cache_dir / f"omniglot-{image_size}px-{cache_key(meta)}.npz",
+        dataset="Omniglot",
+        read=lambda path: _read_cache(path, meta),
+        decode=lambda: _merge([_decode_archive(p, image_size) for p in archives]),
+        write=lambda path, decoded: _write_cache(path, decoded, meta),
+        redo="decoding the archives again",
+    )
 
 
-def _read_cache(path: Path, meta: dict[str, Any]) -> _Decoded | None:
-    """The cached arrays, or ``None`` (with a warning) if the file is unreadable or inconsistent."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            stored_meta = json.loads(str(data["meta"][()]))
-            images, offsets, names = data["images"], data["offsets"], data["names"].tolist()
-        size = meta["image_size"]
-        consistent = (
-            stored_meta == meta
-            and images.dtype == np.uint8
-            and images.shape[1:] == (size, size)
-            and offsets.ndim == 1
-            and len(offsets) == len(names) + 1 == NUM_CHARACTERS + 1
-            and offsets[0] == 0
-            and offsets[-1] == len(images)
-            and bool(np.all(np.diff(offsets) > 0))
-        )
-        if not consistent:
-            raise ValueError("contents do not match the archives")
-    except Exception as e:  # any failure just means "rebuild": the cache is disposable
-        warnings.warn(
-            f"ignoring unreadable Omniglot cache file {path} ({type(e).__name__}: {e}); "
-            f"decoding the archives again",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return None
+def _read_cache(path: Path, meta: dict[str, Any]) -> _Decoded:
+    """The cached arrays; a ``ValueError`` if the file does not match the archives."""
+    with np.load(path, allow_pickle=False) as data:
+        stored_meta = json.loads(str(data["meta"][()]))
+        images, offsets, names = data["images"], data["offsets"], data["names"].tolist()
+    size = meta["image_size"]
+    consistent = (
+        stored_meta == meta
+        and images.dtype == np.uint8
+        and images.shape[1:] == (size, size)
+        and offsets.ndim == 1
+        and len(offsets) == len(names) + 1 == NUM_CHARACTERS + 1
+        and offsets[0] == 0
+        and offsets[-1] == len(images)
+        and bool(np.all(np.diff(offsets) > 0))
+    )
+    if not consistent:
+        raise ValueError("contents do not match the archives")
     return _Decoded(images, offsets.astype(np.int64), [str(n) for n in names])
 
 
@@ -464,8 +393,6 @@ def _list_characters(zf: zipfile.ZipFile, path: Path, top: str) -> dict[str, lis
 
 def _decode_archive(path: Path, image_size: int) -> _Decoded:
     """Decode every character image of one archive: grayscale, Lanczos-resized, inverted (uint8)."""
-    from PIL import Image
-
     top = path.name.removesuffix(".zip")
     try:
         with zipfile.ZipFile(path) as zf:

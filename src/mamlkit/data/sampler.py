@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from mamlkit.checks import positive_int
+from mamlkit.episodes import Episode
 
 STATE_VERSION = 1
 
@@ -35,25 +36,6 @@ class FewShotDataset(Protocol):
     def get(self, class_indices: Any, sample_indices: Any) -> Tensor:
         """Float images ``[n, *image_shape]`` for paired 1-D class and sample indices."""
         ...
-
-
-class Episode(NamedTuple):
-    """One meta-batch of ``B`` tasks; labels are 0..N-1 within each task.
-
-    A tuple ``(support_x, support_y, query_x, query_y)``, so it unpacks straight into
-    :meth:`mamlkit.MetaLearner.meta_loss` (``learner.meta_loss(*episode)``). The shapes noted
-    are those of an image classification episode; regression episodes (the sinusoid) hold float
-    targets ``[B, K, 1]`` instead.
-    """
-
-    support_x: Tensor  # [B, N*K, C, H, W] float32
-    support_y: Tensor  # [B, N*K] int64
-    query_x: Tensor  # [B, N*Q, C, H, W] float32
-    query_y: Tensor  # [B, N*Q] int64
-
-    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Episode:
-        """The same episode with every tensor moved to ``device``."""
-        return Episode(*(t.to(device, non_blocking=non_blocking) for t in self))
 
 
 class SeededStream:

@@ -17,7 +17,10 @@ import numpy as np
 import torch
 
 from mamlkit.checks import positive_int
-from mamlkit.data.sampler import Episode, SeededStream
+from mamlkit.data.sampler import SeededStream
+from mamlkit.data.storage import check_split
+from mamlkit.episodes import Episode
+from mamlkit.vocabulary import TaskKind
 
 #: Split name -> the number mixed into the sampler's seed (splits are independent task streams).
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -29,8 +32,9 @@ Range = tuple[float, float]
 class TaskDistribution(Protocol):
     """A dataset that makes its own task sampler (regression tasks, not N-way classes).
 
-    ``task`` is ``"regression"``, ``num_outputs`` the targets per example (the model's outputs)
-    and ``image_shape`` the shape of one input. :func:`mamlkit.runs.build_sampler` calls
+    ``task`` is :attr:`~mamlkit.vocabulary.TaskKind.REGRESSION`, ``num_outputs`` the targets per
+    example (the model's outputs) and ``image_shape`` the shape of one input.
+    :func:`mamlkit.training.build_sampler` calls
     :meth:`task_sampler` instead of building an :class:`~mamlkit.data.EpisodeSampler`.
 
     >>> from mamlkit.data import Sinusoid, TaskDistribution
@@ -38,7 +42,7 @@ class TaskDistribution(Protocol):
     True
     """
 
-    task: str  # "regression"
+    task: TaskKind
     num_outputs: int
     image_shape: tuple[int, ...]  # shape of one input example
 
@@ -83,12 +87,6 @@ def _check_range(name: str, value: Any) -> Range:
     return low, high
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"unknown sinusoid split {split!r}; valid splits: {', '.join(SPLITS)}")
-    return split
-
-
 class Sinusoid:
     """Sinusoid regression y = A sin(x - phase) (Finn et al. 2017), generated: the task
     distribution of one split, whose ``task_sampler`` draws episodes (train it with --model mlp).
@@ -116,7 +114,7 @@ class Sinusoid:
     ValueError: sinusoid tasks are generated, there is nothing to download: drop --download
     """
 
-    task = "regression"
+    task = TaskKind.REGRESSION
     num_outputs = 1
     image_shape: tuple[int, ...] = (1,)
 
@@ -134,7 +132,7 @@ class Sinusoid:
             raise ValueError(
                 "sinusoid tasks are generated, there is nothing to download: drop --download"
             )
-        self.split = _check_split(split)
+        self.split = check_split("sinusoid", split, SPLITS)
         self.amplitude = _check_range("amplitude", amplitude)
         self.phase = _check_range("phase", phase)
         self.x_range = _check_range("x_range", x_range)
@@ -220,7 +218,7 @@ class SinusoidSampler(SeededStream):
         self.shots = positive_int("shots", shots)
         self.queries = positive_int("queries", queries)
         self.meta_batch = positive_int("meta_batch", meta_batch)
-        self.split = _check_split(split)
+        self.split = check_split("sinusoid", split, SPLITS)
         self.amplitude = _check_range("amplitude", amplitude)
         self.phase = _check_range("phase", phase)
         self.x_range = _check_range("x_range", x_range)
@@ -252,7 +250,7 @@ class SinusoidSampler(SeededStream):
         return {"split": self.split}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.split = _check_split(state.get("split", self.split))
+        self.split = check_split("sinusoid", state.get("split", self.split), SPLITS)
 
     def __repr__(self) -> str:
         return (

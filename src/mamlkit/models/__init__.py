@@ -15,15 +15,30 @@ Linear(in_features=32, out_features=20, bias=True)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from torch import nn
+
 from mamlkit.models.conv4 import Conv4
 from mamlkit.models.mlp import MLP
 from mamlkit.models.resnet12 import ResNet12
-from mamlkit.registry import Registry
+from mamlkit.registry import PluginError, Registry
+
+
+def _plugin_factory(name: str, obj: object) -> Callable[..., nn.Module]:
+    """A plug-in model (entry point or ``module:attribute``) must be a factory to call."""
+    if not callable(obj):
+        raise PluginError(f"model {name!r} is a {type(obj).__name__}, not a model factory")
+    return obj  # type: ignore[return-value]
+
 
 #: Model factories by name: ``conv4`` (:class:`Conv4`), ``mlp`` (:class:`MLP`) and ``resnet12``
 #: (:class:`ResNet12`), each called as ``MODELS.get(name)(in_channels=..., num_classes=...,
-#: hidden=..., image_size=...)``.
-MODELS: Registry = Registry("model")
+#: hidden=..., image_size=...)``; installed packages add theirs through the ``mamlkit.models``
+#: entry point group, and ``package.module:factory`` names one directly.
+MODELS: Registry[Callable[..., nn.Module]] = Registry(
+    "model", entry_points="mamlkit.models", check=_plugin_factory
+)
 MODELS.add("conv4", Conv4)
 MODELS.add("mlp", MLP)
 MODELS.add("resnet12", ResNet12)

@@ -1,8 +1,11 @@
-"""Named algorithms as presets of the inner-loop settings, in a registry that rejects duplicates.
+"""An algorithm is a preset of settings of the one inner loop; this is the settings type.
 
 An :class:`AlgorithmSpec` says *what* is optimised: which parameters adapt, the update rule,
-whether inner gradients are differentiated through, and how the per-step query losses are weighted.
+whether inner gradients are differentiated through, how the per-step query losses are weighted,
+what the outer loop differentiates, and MAML++'s switches. Each setting names a component
+(:mod:`mamlkit.algorithms.hooks`) registered by the file of the algorithm that introduced it.
 Hyper-parameters (learning rates, step counts, batch sizes) belong to the run, not the algorithm.
+Named algorithms live in :data:`ALGORITHMS`, one file each under :mod:`mamlkit.algorithms`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ import difflib
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from mamlkit.algorithms.hooks import (
+    OUTER_GRADIENTS,
+    STEP_LOSSES,
+    SWITCHES,
+    AlgorithmHooks,
+    Component,
+)
 from mamlkit.core.update_rules import UPDATE_RULES
-from mamlkit.registry import Registry
+from mamlkit.registry import PluginError, Registry
 
-STEP_LOSSES = ("last", "msl")
-OUTER_GRADIENTS = ("meta", "reptile")
+#: The outer learning-rate schedules a run can use (an algorithm names its default one).
 OUTER_LR_SCHEDULES = ("constant", "cosine")
-LEARNED_RULES = ("per_tensor", "per_tensor_per_step", "per_element")
 
 
 @dataclass(frozen=True)
@@ -31,12 +40,17 @@ class AlgorithmSpec:
             full text as its name).
         first_order: detach inner gradients (FOMAML-style meta-gradient, no second derivatives).
         update_rule: ``fixed`` (SGD), ``per_tensor``, ``per_tensor_per_step`` (MAML++'s LSLR),
-            ``per_element`` (Meta-SGD) or ``adam`` (inner Adam, not learned; for Reptile).
-        step_loss: ``last`` (query loss after the final step) or ``msl`` (MAML++ multi-step loss).
-        adapt: glob patterns over parameter names (``"*"``: all; ``"head.*"``: only the head);
-            parameters that match adapt in the inner loop, the others are only meta-learned.
+            ``per_element`` (Meta-SGD) or ``adam`` (inner Adam, not learned; for Reptile): an
+            entry of :data:`mamlkit.core.UPDATE_RULES`.
+        step_loss: ``last`` (query loss after the final step) or ``msl`` (MAML++ multi-step
+            loss): an entry of :data:`~mamlkit.algorithms.hooks.STEP_LOSSES`.
+        adapt: glob patterns over parameter names (``"*"``: all; ``"head.*"``: only the head); a
+            pattern starting with ``!`` excludes (``("*", "!head.*")``: all but the head).
+            Parameters that match a pattern and no exclusion adapt in the inner loop; the
+            others are only meta-learned.
         outer_gradient: ``meta`` (gradient of the query loss after adaptation) or ``reptile``
-            (theta minus the adapted weights; the query set is then only scored).
+            (theta minus the adapted weights; the query set is then only scored): an entry of
+            :data:`~mamlkit.algorithms.hooks.OUTER_GRADIENTS`.
         derivative_annealing: MAML++: first-order meta-gradients for the first
             ``first_order_iterations`` outer iterations, second order after.
         bn_per_step_weights: MAML++'s BNWB: BatchNorm scales and shifts get one copy per inner
@@ -48,13 +62,17 @@ class AlgorithmSpec:
             ``constant`` or ``cosine`` (MAML++'s cosine annealing of the meta learning rate).
         reference: the paper the preset follows.
 
-    Construction checks every setting and the combinations that cannot work (e.g. Reptile with a
-    learned inner learning rate), so a bad spec fails when it is written, not during training.
+    The three MAML++ switches are implemented in :mod:`mamlkit.algorithms.mamlpp`, the
+    ``reptile`` outer gradient in :mod:`mamlkit.algorithms.reptile`. Construction checks every
+    setting and the combinations that cannot work (e.g. Reptile with a learned inner learning
+    rate), so a bad spec fails when it is written, not during training.
 
     >>> from mamlkit import AlgorithmSpec
     >>> spec = AlgorithmSpec("head-only", adapt=("head.*",), update_rule="per_tensor")
     >>> spec.adapting(["features.block1.conv.weight", "head.weight", "head.bias"])
     ['head.weight', 'head.bias']
+    >>> AlgorithmSpec("body-only", adapt=("*", "!head.*")).adapting(["features.w", "head.w"])
+    ['features.w']
     >>> spec.replace(first_order=True).first_order
     True
     >>> AlgorithmSpec("bad", outer_gradient="reptile")
@@ -76,7 +94,7 @@ class AlgorithmSpec:
     reference: str = ""
 
     def __post_init__(self) -> None:
-        choices = {
+        choices: dict[str, Any] = {
             "update_rule": UPDATE_RULES,
             "step_loss": STEP_LOSSES,
             "outer_gradient": OUTER_GRADIENTS,
@@ -90,27 +108,45 @@ class AlgorithmSpec:
         for key in BOOLEAN_SETTINGS:
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key} must be True or False, got {getattr(self, key)!r}")
-        if isinstance(self.adapt, str) or not self.adapt:
+        if (
+            isinstance(self.adapt, str)
+            or not self.adapt
+            or all(pattern.startswith("!") for pattern in self.adapt)
+        ):
             raise ValueError(
-                f"adapt must be a non-empty tuple of glob patterns, got {self.adapt!r}"
+                "adapt must be a non-empty tuple of glob patterns with at least one that is not "
+                f"an exclusion ('!...'), got {self.adapt!r}"
             )
-        if self.derivative_annealing and self.first_order:
-            raise ValueError(
-                "derivative_annealing switches from first to second order; it needs "
-                "first_order=False"
-            )
-        if self.outer_gradient == "reptile":
-            if not self.first_order:
-                raise ValueError(
-                    "reptile never differentiates through the inner loop: set first_order=True"
-                )
-            if self.update_rule in LEARNED_RULES:
-                raise ValueError(
-                    f"update_rule {self.update_rule!r} learns inner learning rates, but the "
-                    "reptile outer gradient gives them no gradient; use fixed or adam"
-                )
-            if self.step_loss != "last":
-                raise ValueError("the reptile outer gradient uses no query loss: step_loss='last'")
+        for component in self.components():
+            component.check(self)
+
+    def components(self) -> list[type[Component]]:
+        """The component classes this spec's settings name (see :mod:`.hooks`)."""
+        switched = [
+            SWITCHES.get(key) for key in BOOLEAN_SETTINGS if getattr(self, key) and key in SWITCHES
+        ]
+        return [
+            STEP_LOSSES.get(self.step_loss),
+            OUTER_GRADIENTS.get(self.outer_gradient),
+            *switched,
+        ]
+
+    def hooks(self, **options: Any) -> AlgorithmHooks:
+        """The composed behaviour of this spec, with ``options`` for its components (e.g.
+        ``msl_anneal_iterations`` for MAML++'s multi-step loss); what the learner consults.
+
+        An option no registered component takes is a ``ValueError``; one that only other
+        algorithms' components take is ignored, so one run config serves every algorithm.
+
+        >>> from mamlkit.algorithms import resolve_algorithm
+        >>> resolve_algorithm("maml").hooks(msl_anneal_iterations=10).first_order_at(0)
+        False
+        >>> resolve_algorithm("maml").hooks(msl_aneal_iterations=10)
+        Traceback (most recent call last):
+            ...
+        ValueError: unknown algorithm option(s) ['msl_aneal_iterations']; options: ...
+        """
+        return AlgorithmHooks.build(self, options)
 
     def replace(self, **changes: object) -> AlgorithmSpec:
         """A copy with some settings changed; unknown setting names are an error.
@@ -127,13 +163,21 @@ class AlgorithmSpec:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def adapting(self, names: Iterable[str]) -> list[str]:
-        """The parameter names, in order, that adapt in the inner loop under ``adapt``."""
-        return [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in self.adapt)]
+        """The parameter names, in order, that adapt in the inner loop under ``adapt``: those
+        matching a pattern and no ``!`` exclusion."""
+        include = [p for p in self.adapt if not p.startswith("!")]
+        exclude = [p[1:] for p in self.adapt if p.startswith("!")]
+        return [
+            n
+            for n in names
+            if any(fnmatch.fnmatchcase(n, p) for p in include)
+            and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
+        ]
 
     def settings(self) -> dict[str, object]:
         """Every setting except ``name`` and ``reference`` (what ``mamlkit list`` prints).
 
-        >>> from mamlkit.core.algorithms import parse_algorithm
+        >>> from mamlkit.algorithms import parse_algorithm
         >>> parse_algorithm("mamlpp[derivative_annealing=false]").settings()
         ... # doctest: +NORMALIZE_WHITESPACE
         {'first_order': False, 'update_rule': 'per_tensor_per_step', 'step_loss': 'msl',
@@ -146,16 +190,35 @@ class AlgorithmSpec:
             if f.name not in ("name", "reference")
         }
 
+    @property
+    def learns_inner_rates(self) -> bool:
+        """Whether the update rule has learned inner learning rates (the outer loop trains
+        them)."""
+        return UPDATE_RULES.get(self.update_rule).learns
+
 
 BOOLEAN_SETTINGS = tuple(
     f.name for f in dataclasses.fields(AlgorithmSpec) if f.type in ("bool", bool)
 )
 
 
+def _plugin_spec(name: str, obj: object) -> AlgorithmSpec:
+    """A plug-in algorithm (entry point or ``module:attribute``) must be an :class:`AlgorithmSpec`;
+    it takes the name it is used by, so runs record a name that finds it again."""
+    if not isinstance(obj, AlgorithmSpec):
+        raise PluginError(
+            f"algorithm {name!r} is a {type(obj).__name__}, not a mamlkit.AlgorithmSpec"
+        )
+    return obj if obj.name == name else obj.replace(name=name)
+
+
 #: The algorithm presets by name: ``maml``, ``fomaml``, ``mamlpp``, ``fomamlpp``, ``anil``,
-#: ``metasgd`` and ``reptile`` (``mamlkit list`` prints their settings); add one with
-#: :func:`register_algorithm`.
-ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
+#: ``boil``, ``metasgd`` and ``reptile`` (``mamlkit list`` prints their settings), one file each
+#: in :mod:`mamlkit.algorithms`; add one with :func:`register_algorithm`, or from another package
+#: through the ``mamlkit.algorithms`` entry point group.
+ALGORITHMS: Registry[AlgorithmSpec] = Registry(
+    "algorithm", entry_points="mamlkit.algorithms", check=_plugin_spec
+)
 
 
 def register_algorithm(spec: AlgorithmSpec) -> AlgorithmSpec:
@@ -181,48 +244,6 @@ def register_algorithm(spec: AlgorithmSpec) -> AlgorithmSpec:
     return ALGORITHMS.add(spec.name, spec)
 
 
-FINN_2017 = "Finn, Abbeel, Levine. Model-Agnostic Meta-Learning. ICML 2017."
-ANTONIOU_2019 = "Antoniou, Edwards, Storkey. How to train your MAML. ICLR 2019."
-RAGHU_2020 = (
-    "Raghu, Raghu, Bengio, Vinyals. Rapid Learning or Feature Reuse? Towards Understanding the "
-    "Effectiveness of MAML. ICLR 2020."
-)
-LI_2017 = "Li, Zhou, Chen, Li. Meta-SGD: Learning to Learn Quickly for Few-Shot Learning. 2017."
-NICHOL_2018 = "Nichol, Achiam, Schulman. On First-Order Meta-Learning Algorithms. 2018."
-
-#: MAML++ as Antoniou et al. (2019) define it, with one exception: per-step running statistics
-#: (BNRS) are off. The paper's code collects them but always normalises with batch statistics
-#: (``F.batch_norm(..., training=True)``), so there they never change an output; normalising with
-#: them at evaluation, as the paper describes, left MAML++ at chance on the quick comparison
-#: (docs/algorithms/mamlpp.md, "Per-step running statistics"). ``mamlpp[bn_per_step_stats=true]``
-#: switches them on.
-MAML_PLUS_PLUS = {
-    "update_rule": "per_tensor_per_step",
-    "step_loss": "msl",
-    "bn_per_step_weights": True,
-    "outer_lr_schedule": "cosine",
-}
-
-register_algorithm(AlgorithmSpec("maml", reference=FINN_2017))
-register_algorithm(AlgorithmSpec("fomaml", first_order=True, reference=FINN_2017 + " Section 5.2"))
-register_algorithm(
-    AlgorithmSpec("mamlpp", derivative_annealing=True, reference=ANTONIOU_2019, **MAML_PLUS_PLUS)  # type: ignore[arg-type]
-)
-register_algorithm(
-    AlgorithmSpec(
-        "fomamlpp",
-        first_order=True,
-        reference=ANTONIOU_2019 + " (first-order variant)",
-        **MAML_PLUS_PLUS,  # type: ignore[arg-type]
-    )
-)
-register_algorithm(AlgorithmSpec("anil", adapt=("head.*",), reference=RAGHU_2020))
-register_algorithm(AlgorithmSpec("metasgd", update_rule="per_element", reference=LI_2017))
-register_algorithm(
-    AlgorithmSpec("reptile", first_order=True, outer_gradient="reptile", reference=NICHOL_2018)
-)
-
-
 def _setting_value(key: str, text: str) -> object:
     """The typed value of ``key=text`` in a variant name (booleans are ``true``/``false``)."""
     if key in BOOLEAN_SETTINGS:
@@ -243,7 +264,7 @@ def parse_algorithm(text: str) -> AlgorithmSpec:
     are told apart. Unknown settings and badly typed values are errors. Booleans are written
     ``true``/``false``; every other value is taken as text.
 
-    >>> from mamlkit.core.algorithms import parse_algorithm
+    >>> from mamlkit.algorithms import parse_algorithm
     >>> spec = parse_algorithm("maml[adapt=head.*|features.block4.*]")
     >>> spec.name, spec.adapt
     ('maml[adapt=head.*|features.block4.*]', ('head.*', 'features.block4.*'))
@@ -288,7 +309,7 @@ def resolve_algorithm(algorithm: str | AlgorithmSpec, **overrides: object) -> Al
     What :class:`~mamlkit.MetaLearner` does with its ``algorithm`` and ``**overrides``
     arguments. Overrides keep the spec's name (a variant written ``"preset[...]"`` names them).
 
-    >>> from mamlkit.core import AlgorithmSpec, resolve_algorithm
+    >>> from mamlkit.algorithms import AlgorithmSpec, resolve_algorithm
     >>> resolve_algorithm("maml", first_order=True).first_order
     True
     >>> resolve_algorithm("mamlpp[bn_per_step_weights=false]").bn_per_step_weights

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mamlkit.config import ConfigError
+from mamlkit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ProcessGroup:
         world_size: the number of processes P.
         local_rank: the index on this machine, which picks its GPU (``LOCAL_RANK``).
 
-    >>> from mamlkit.distributed import ProcessGroup
+    >>> from mamlkit.training.distributed import ProcessGroup
     >>> ProcessGroup().distributed, ProcessGroup(rank=1, world_size=2).is_main
     (False, False)
     """
@@ -71,15 +71,15 @@ def is_main_process() -> bool:
 def check_divisible(meta_batch: int, world_size: int) -> None:
     """Every process takes the same number of tasks: P must divide the meta-batch.
 
-    Otherwise a :class:`~mamlkit.config.ConfigError` suggests the nearest multiples; checked
+    Otherwise a :class:`~mamlkit.errors.ConfigError` suggests the nearest multiples; checked
     before training starts, not when the first meta-batch is split.
 
-    >>> from mamlkit.distributed import check_divisible
+    >>> from mamlkit.training.distributed import check_divisible
     >>> check_divisible(32, 4)
     >>> check_divisible(10, 4)
     Traceback (most recent call last):
         ...
-    mamlkit.config.ConfigError: --meta-batch 10 cannot be split evenly over 4 processes; choose a
+    mamlkit.errors.ConfigError: --meta-batch 10 cannot be split evenly over 4 processes; choose a
     multiple of 4 (e.g. 8 or 12)
     """
     if meta_batch % world_size:
@@ -95,7 +95,7 @@ def process_device(device: torch.device, group: ProcessGroup) -> torch.device:
     """Each rank's device: ``cuda`` (without an index) becomes ``cuda:LOCAL_RANK``.
 
     >>> import torch
-    >>> from mamlkit.distributed import ProcessGroup, process_device
+    >>> from mamlkit.training.distributed import ProcessGroup, process_device
     >>> process_device(torch.device("cuda"), ProcessGroup(rank=1, world_size=2, local_rank=1))
     device(type='cuda', index=1)
     """
@@ -113,7 +113,7 @@ def process_group(device: torch.device) -> Iterator[ProcessGroup]:
     was already initialised (by the caller) is used and left alone.
 
     >>> import torch
-    >>> from mamlkit.distributed import process_group
+    >>> from mamlkit.training.distributed import process_group
     >>> with process_group(torch.device("cpu")) as group:  # not under torchrun
     ...     group
     ProcessGroup(rank=0, world_size=1, local_rank=0)
@@ -147,7 +147,7 @@ def shard(batches: Iterable[Any], group: ProcessGroup) -> Iterator[Any]:
     """This rank's contiguous share of the tasks (dimension 0) of each meta-batch.
 
     >>> import torch
-    >>> from mamlkit.distributed import ProcessGroup, shard
+    >>> from mamlkit.training.distributed import ProcessGroup, shard
     >>> batch = (torch.arange(4), 10 * torch.arange(4))  # 4 tasks
     >>> list(shard([batch], ProcessGroup(rank=1, world_size=2)))
     [(tensor([2, 3]), tensor([20, 30]))]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mamlkit.core.learner import MetaLearner
+from mamlkit.learner import MetaLearner
 
 FITS_FILE = "fits.png"
 
@@ -37,7 +37,7 @@ def fit_curves(
     >>> from mamlkit import MetaLearner
     >>> from mamlkit.data import SinusoidSampler
     >>> from mamlkit.models import MLP
-    >>> from mamlkit.plots import fit_curves
+    >>> from mamlkit.training.fits import fit_curves
     >>> learner = MetaLearner(MLP(), "maml", inner_lr=0.01, task="regression")
     >>> episode = SinusoidSampler(shots=5, queries=5, meta_batch=2).sample()
     >>> grid = torch.linspace(-5, 5, 50).reshape(1, 50, 1).expand(2, 50, 1)
@@ -79,7 +79,7 @@ def write_regression_fits(
     before adaptation, after one inner step and after ``steps`` steps, on ``points`` inputs
     spread over ``x_range`` (default: the support inputs' range). Writes a PNG to ``path`` and
     returns the mean squared error against the true function on those inputs, per task, under
-    ``"before"``, ``"step_1"`` and ``"step_K"`` (K = ``steps``). :func:`mamlkit.runs.eval_run`
+    ``"before"``, ``"step_1"`` and ``"step_K"`` (K = ``steps``). :func:`mamlkit.training.eval_run`
     draws ``fits.png`` of a regression run with it (its docstring has an example).
     """
     from matplotlib.figure import Figure

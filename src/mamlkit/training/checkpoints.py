@@ -62,7 +62,7 @@ class TrainingState:
     >>> from pathlib import Path
     >>> import torch
     >>> from mamlkit import MetaLearner
-    >>> from mamlkit.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+    >>> from mamlkit.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
     >>> from mamlkit.data import SinusoidSampler
     >>> from mamlkit.models import MLP
     >>> def build(hidden=40):

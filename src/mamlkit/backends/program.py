@@ -16,7 +16,7 @@ gradients), and on CPU a first-layer conv followed by batch-statistics BatchNorm
 :func:`.kernels.conv_batch_norm`.
 
 Only the operations listed in this file are accepted; anything else raises :class:`NotBatchable`
-naming the operation, and :mod:`mamlkit.core.execution` then runs the model task by task.
+naming the operation, and :mod:`mamlkit.backends` then runs the model task by task.
 """
 
 from __future__ import annotations
@@ -29,17 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from mamlkit.core.execution import kernels
+from mamlkit.backends import kernels
+from mamlkit.backends.layout import per_task_names
+from mamlkit.vocabulary import Params
 
-Params = dict[str, Tensor]
 Env = dict[str, Any]
-
-
-def per_task_names(params: Params, param_ndim: dict[str, int]) -> set[str]:
-    """The names in ``params`` that carry a leading task dimension (one more dim than the
-    model's parameter of that name); the others (and buffers, e.g. per-step BatchNorm running
-    statistics) are shared by all tasks."""
-    return {n for n, v in params.items() if n in param_ndim and v.dim() == param_ndim[n] + 1}
 
 
 class NotBatchable(ValueError):
@@ -109,7 +103,7 @@ class TaskBatchedProgram:
     traced or uses an operation not supported here.
 
     >>> import torch
-    >>> from mamlkit.core.execution import NotBatchable, TaskBatchedProgram
+    >>> from mamlkit.backends import NotBatchable, TaskBatchedProgram
     >>> from mamlkit.models import MLP
     >>> program = TaskBatchedProgram(MLP(in_channels=4, num_classes=3, hidden=8))
     >>> program({}, torch.randn(2, 5, 4)).shape  # 2 tasks, all with the model's own weights
@@ -120,7 +114,7 @@ class TaskBatchedProgram:
     >>> TaskBatchedProgram(Sorting())
     Traceback (most recent call last):
         ...
-    mamlkit.core.execution.batched.NotBatchable: method .sort() is not supported
+    mamlkit.backends.program.NotBatchable: method .sort() is not supported
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -130,7 +130,7 @@ def batch_norm_train(
 
     >>> import torch
     >>> import torch.nn.functional as F
-    >>> from mamlkit.core.execution.kernels import batch_norm_train
+    >>> from mamlkit.backends.kernels import batch_norm_train
     >>> x, w, b = torch.randn(8, 3, 4, 4), torch.rand(3), torch.randn(3)
     >>> reference = F.batch_norm(x, None, None, w, b, training=True)
     >>> torch.allclose(batch_norm_train(x, w, b), reference, atol=1e-5)
@@ -177,7 +177,7 @@ def max_pool2d(
 
     >>> import torch
     >>> import torch.nn.functional as F
-    >>> from mamlkit.core.execution.kernels import max_pool2d
+    >>> from mamlkit.backends.kernels import max_pool2d
     >>> x = torch.randn(2, 3, 8, 8)
     >>> torch.equal(max_pool2d(x, 2), F.max_pool2d(x, 2))
     True

@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 
-class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message says which key and why."""
+from mamlkit.algorithms import OUTER_LR_SCHEDULES, resolve_algorithm
+from mamlkit.algorithms.mamlpp import FIRST_ORDER_ITERATIONS, MSL_ANNEAL_ITERATIONS
+from mamlkit.backends import EXECUTIONS
+from mamlkit.data import DATASETS
+from mamlkit.errors import ConfigError
+from mamlkit.learner import DEFAULT_INNER_LR, DEFAULT_INNER_STEPS
+from mamlkit.models import MODELS
 
 
 def _option(default: Any, help: str) -> Any:
@@ -31,16 +37,16 @@ class TrainConfig:
     ``help`` metadata is the flag's help text). Construction type- and range-checks every field
     and looks up the algorithm, dataset and model names, so a bad config fails before any data
     is read. Build one from layers of mappings (a YAML file, then flags) with
-    :func:`build_config`; :func:`mamlkit.runs.train_run` runs it.
+    :func:`build_config`; :func:`mamlkit.training.train_run` runs it.
 
-    >>> from mamlkit.config import TrainConfig
+    >>> from mamlkit.training import TrainConfig
     >>> config = TrainConfig(algorithm="fomaml", ways=20, shots=5)
     >>> config.algorithm, config.ways, config.queries
     ('fomaml', 20, 15)
     >>> TrainConfig(ways=0)
     Traceback (most recent call last):
         ...
-    mamlkit.config.ConfigError: ways must be >= 1, got 0
+    mamlkit.errors.ConfigError: ways must be >= 1, got 0
     >>> TrainConfig(model="conv5")
     Traceback (most recent call last):
         ...
@@ -53,8 +59,8 @@ class TrainConfig:
     ways: int = _option(5, "classes per task (N)")
     shots: int = _option(1, "support examples per class (K)")
     queries: int = _option(15, "query examples per class during meta-training")
-    inner_steps: int = _option(1, "inner gradient steps during meta-training")
-    inner_lr: float = _option(0.4, "inner learning rate (initial value when learned)")
+    inner_steps: int = _option(DEFAULT_INNER_STEPS, "inner gradient steps during meta-training")
+    inner_lr: float = _option(DEFAULT_INNER_LR, "inner learning rate (initial value when learned)")
     meta_batch: int = _option(32, "tasks per outer step")
     outer_lr: float = _option(0.001, "Adam learning rate of the outer loop")
     iterations: int = _option(1000, "outer steps")
@@ -65,10 +71,11 @@ class TrainConfig:
     )
     outer_lr_min: float = _option(1e-5, "final outer learning rate of the cosine schedule")
     msl_anneal_iterations: int = _option(
-        5000, "MAML++ multi-step loss: iterations until only the last step counts"
+        MSL_ANNEAL_ITERATIONS,
+        "MAML++ multi-step loss: iterations until only the last step counts",
     )
     first_order_iterations: int = _option(
-        25000,
+        FIRST_ORDER_ITERATIONS,
         "MAML++ derivative-order annealing: first-order iterations before second order starts",
     )
     hidden: int = _option(64, "filters per conv layer of the model")
@@ -100,18 +107,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-OUTER_LR_SCHEDULES = ("constant", "cosine")
-EXECUTIONS = ("auto", "batched", "loop")
-
-
 @dataclass
 class EvalConfig:
     """How a trained run is evaluated: on ``tasks`` tasks of ``split`` drawn with ``seed``.
 
-    The ``mamlkit eval`` flags; :func:`mamlkit.runs.eval_run` takes it. Fields are checked like
+    The ``mamlkit eval`` flags; :func:`mamlkit.training.eval_run` takes it. Fields are checked like
     :class:`TrainConfig`'s. ``inner_steps=None`` adapts with as many steps as the run trained.
 
-    >>> from mamlkit.config import EvalConfig
+    >>> from mamlkit.training.config import EvalConfig
     >>> EvalConfig(tasks=100)
     EvalConfig(tasks=100, inner_steps=None, queries=15, seed=0, meta_batch=25, split='test')
     >>> EvalConfig(tasks=100).to_dict()["split"]
@@ -161,13 +164,13 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
 
     A mismatch is a :class:`ConfigError` naming ``key``.
 
-    >>> from mamlkit.config import check_type
+    >>> from mamlkit.training.config import check_type
     >>> check_type("outer_lr", 1, float), check_type("threads", None, int | None)
     (1.0, None)
     >>> check_type("ways", True, int)
     Traceback (most recent call last):
         ...
-    mamlkit.config.ConfigError: config key 'ways' must be int, got True
+    mamlkit.errors.ConfigError: config key 'ways' must be int, got True
     """
     allowed = _allowed_types(annotation)
     if value is None and type(None) in allowed:
@@ -228,10 +231,6 @@ def validate(config: Any) -> None:
 def check_names(config: TrainConfig) -> None:
     """Look up the algorithm, dataset and model names, so a typo fails with "did you mean"
     before any data is read (not after loading a dataset, nor as a missing-data error)."""
-    from mamlkit.core.algorithms import resolve_algorithm
-    from mamlkit.data import DATASETS
-    from mamlkit.models import MODELS
-
     DATASETS.get(config.dataset)
     MODELS.get(config.model)
     resolve_algorithm(config.algorithm)
@@ -245,7 +244,7 @@ def field_names(cls: type) -> list[str]:
 def unknown_key_message(key: str, known: list[str]) -> str:
     """The error message for an unknown config key, with the closest of ``known`` if any.
 
-    >>> from mamlkit.config import EvalConfig, field_names, unknown_key_message
+    >>> from mamlkit.training.config import EvalConfig, field_names, unknown_key_message
     >>> unknown_key_message("task", field_names(EvalConfig))
     "unknown config key 'task'; did you mean 'tasks'?"
     """
@@ -256,8 +255,6 @@ def unknown_key_message(key: str, known: list[str]) -> str:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (``safe_load``), with errors that name the file."""
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -289,7 +286,7 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
     config file is an error even when a flag overrides it). Keys may be written with ``-``
     (``meta-batch``) or ``_``; an unknown key is a :class:`ConfigError` with a "did you mean".
 
-    >>> from mamlkit.config import TrainConfig, build_config
+    >>> from mamlkit.training.config import TrainConfig, build_config
     >>> from_file = {"shots": 5, "meta_batch": 16}
     >>> from_flags = {"meta-batch": 8}
     >>> config = build_config(TrainConfig, from_file, from_flags)
@@ -298,11 +295,11 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
     >>> build_config(TrainConfig, {"shot": 5})
     Traceback (most recent call last):
         ...
-    mamlkit.config.ConfigError: unknown config key 'shot'; did you mean 'shots'?
+    mamlkit.errors.ConfigError: unknown config key 'shot'; did you mean 'shots'?
     >>> build_config(TrainConfig, {"validation": "yes"}, {"validation": True})
     Traceback (most recent call last):
         ...
-    mamlkit.config.ConfigError: config key 'validation' must be bool, got 'yes' (write true/false
+    mamlkit.errors.ConfigError: config key 'validation' must be bool, got 'yes' (write true/false
     without quotes)
     """
     known = field_names(cls)
@@ -321,7 +318,7 @@ def dump_yaml(config: Any) -> str:
     """A config dataclass as YAML, fields in declaration order (what ``config.yaml`` holds;
     :func:`load_yaml` and :func:`build_config` read it back).
 
-    >>> from mamlkit.config import EvalConfig, dump_yaml
+    >>> from mamlkit.training.config import EvalConfig, dump_yaml
     >>> print(dump_yaml(EvalConfig()), end="")
     tasks: 600
     inner_steps: null
@@ -330,6 +327,4 @@ def dump_yaml(config: Any) -> str:
     meta_batch: 25
     split: test
     """
-    import yaml
-
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

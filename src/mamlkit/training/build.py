@@ -1,0 +1,222 @@
+"""Building a run from its config: the device, the dataset, the task stream, the learner and the
+outer learning-rate schedule.
+
+Every name in a :class:`~mamlkit.training.TrainConfig` is looked up in its registry (so a
+plug-in's entry point or a ``module:attribute`` reference works like a built-in name). A dataset
+whose ``task`` is regression (a :class:`~mamlkit.data.TaskDistribution`) makes its own sampler
+and trains a ``MetaLearner(..., task="regression")`` with one model output per target
+(``num_outputs``); ``ways`` does not apply to it and must be left at its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import torch
+
+from mamlkit.algorithms import resolve_algorithm
+from mamlkit.algorithms.hooks import known_options
+from mamlkit.data import DATASETS, EpisodeSampler, TaskDistribution
+from mamlkit.errors import ConfigError
+from mamlkit.learner import MetaLearner
+from mamlkit.models import MODELS
+from mamlkit.training.config import TrainConfig
+from mamlkit.vocabulary import TaskKind
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; an unavailable CUDA device is an error.
+
+    >>> from mamlkit.training import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("gpu")
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: unknown device 'gpu'; use cpu, cuda, cuda:N or auto
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def build_dataset(config: TrainConfig, split: str) -> Any:
+    """The dataset ``config.dataset`` for ``split``.
+
+    Every factory gets ``root``, ``split`` and ``download``; ``validation`` and ``split_seed`` go
+    to factories that take them, and setting them for one that does not is an error (never a
+    silently ignored flag).
+
+    >>> from mamlkit.training import TrainConfig, build_dataset
+    >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp"), "test")
+    Sinusoid(split='test', amplitude=(0.1, 5.0), phase=(0.0, 3.14159...), x_range=(-5.0, 5.0))
+    >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp", validation=True), "test")
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: dataset 'sinusoid' has fixed splits: validation cannot be set
+    (got True)
+    """
+    factory = DATASETS.get(config.dataset)
+    accepted = inspect.signature(factory).parameters
+    defaults = {"validation": False, "split_seed": 0}
+    options = {}
+    for key, default in defaults.items():
+        value = getattr(config, key)
+        if key in accepted:
+            options[key] = value
+        elif value != default:
+            raise ConfigError(
+                f"dataset {config.dataset!r} has fixed splits: {key} cannot be set (got {value!r})"
+            )
+    if "progress" in accepted:
+        options["progress"] = config.progress
+    return factory(root=config.data_root, split=split, download=config.download, **options)
+
+
+def dataset_task(dataset: Any) -> TaskKind:
+    """Regression for a :class:`~mamlkit.data.TaskDistribution` of regression tasks, else
+    classification (an N-way dataset for :class:`~mamlkit.data.EpisodeSampler`)."""
+    if isinstance(dataset, TaskDistribution) and dataset.task == TaskKind.REGRESSION:
+        return TaskKind.REGRESSION
+    return TaskKind.CLASSIFICATION
+
+
+def registered_task(name: str) -> TaskKind:
+    """The task of the registered dataset ``name``, without building it (the factory's ``task``
+    attribute; factories without one are classification).
+
+    >>> from mamlkit.training.build import registered_task
+    >>> str(registered_task("sinusoid")), str(registered_task("omniglot"))
+    ('regression', 'classification')
+    """
+    return TaskKind.parse(getattr(DATASETS.get(name), "task", TaskKind.CLASSIFICATION))
+
+
+def _default(cls: type, key: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == key)
+
+
+def build_sampler(
+    config: TrainConfig, dataset: Any, *, queries: int, meta_batch: int, seed: int
+) -> Any:
+    """The task stream of ``dataset``: an :class:`~mamlkit.data.EpisodeSampler` of ``ways``-way
+    tasks, or for a regression dataset its own ``task_sampler`` (then ``ways`` must be left at its
+    default: it does not apply, and is refused rather than ignored)."""
+    if dataset_task(dataset) == TaskKind.REGRESSION:
+        if config.ways != _default(TrainConfig, "ways"):
+            raise ConfigError(
+                f"{config.dataset} is a regression dataset: --ways does not apply (got "
+                f"{config.ways}); leave it unset and give the points per task with --shots"
+            )
+        return dataset.task_sampler(config.shots, queries, meta_batch, seed=seed)
+    return EpisodeSampler(dataset, config.ways, config.shots, queries, meta_batch, seed=seed)
+
+
+def build_learner(
+    config: TrainConfig,
+    image_shape: tuple[int, ...],
+    *,
+    task: TaskKind | str = TaskKind.CLASSIFICATION,
+    num_outputs: int | None = None,
+) -> MetaLearner:
+    """The model (initialised from ``config.seed`` without touching the global RNG) + algorithm.
+
+    An image shape ``[C, H, W]`` is passed to the model factory as ``in_channels=C,
+    image_size=W``; a model that declares ``input_ndim`` refuses inputs of another rank. The
+    model gets ``num_outputs`` outputs (default ``config.ways``, one logit per class); ``task``
+    is the learner's (regression: float targets, MSE loss). What the algorithm needs of the model
+    (e.g. BatchNorm with running statistics for MAML++'s per-step statistics) is passed to a
+    factory that takes it.
+
+    >>> from mamlkit.training import TrainConfig, build_learner
+    >>> learner = build_learner(TrainConfig(model="conv4", ways=20), (1, 28, 28))
+    >>> learner.model.head.out_features, learner.algorithm.name
+    (20, 'maml')
+    >>> build_learner(TrainConfig(model="conv4", dataset="sinusoid"), (1,))
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: model 'conv4' takes inputs of rank 3 but dataset 'sinusoid' gives
+    inputs of shape [1]; choose another --model, e.g. --model mlp
+    """
+    factory = MODELS.get(config.model)
+    input_ndim = getattr(factory, "input_ndim", None)
+    if input_ndim is not None and len(image_shape) != input_ndim:
+        fitting = [
+            name
+            for name in MODELS
+            if getattr(MODELS.get(name), "input_ndim", None) in (None, len(image_shape))
+        ]
+        hint = f", e.g. --model {fitting[0]}" if fitting else ""
+        raise ConfigError(
+            f"model {config.model!r} takes inputs of rank {input_ndim} but dataset "
+            f"{config.dataset!r} gives inputs of shape {list(image_shape)}; choose another "
+            f"--model{hint}"
+        )
+    spec = resolve_algorithm(config.algorithm)
+    hooks = spec.hooks(**algorithm_options(config))
+    accepted = inspect.signature(factory).parameters
+    options = {k: v for k, v in hooks.model_options().items() if k in accepted}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = factory(
+            in_channels=image_shape[0],
+            num_classes=config.ways if num_outputs is None else num_outputs,
+            hidden=config.hidden,
+            image_size=image_shape[-1],
+            **options,
+        )
+    return MetaLearner(
+        model,
+        spec,
+        inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps,
+        execution=config.execution,
+        tasks_per_backward=config.tasks_per_backward,
+        task=task,
+        **algorithm_options(config),
+    )
+
+
+def algorithm_options(config: TrainConfig) -> dict[str, Any]:
+    """The config's values of the options that algorithm components take (e.g. MAML++'s
+    annealing lengths); each algorithm uses those of its own components.
+
+    >>> from mamlkit.training import TrainConfig
+    >>> from mamlkit.training.build import algorithm_options
+    >>> algorithm_options(TrainConfig(msl_anneal_iterations=100))["msl_anneal_iterations"]
+    100
+    """
+    return {name: getattr(config, name) for name in known_options() if hasattr(config, name)}
+
+
+def outer_lr_schedule(config: TrainConfig) -> str:
+    """The schedule a run uses: the config's, else its algorithm's default.
+
+    >>> from mamlkit.training import TrainConfig
+    >>> from mamlkit.training.build import outer_lr_schedule
+    >>> outer_lr_schedule(TrainConfig(algorithm="mamlpp")), outer_lr_schedule(TrainConfig())
+    ('cosine', 'constant')
+    >>> outer_lr_schedule(TrainConfig(algorithm="maml", outer_lr_schedule="cosine"))
+    'cosine'
+    """
+    return config.outer_lr_schedule or resolve_algorithm(config.algorithm).outer_lr_schedule
+
+
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The outer learning-rate schedule: constant, or cosine annealing to ``outer_lr_min``
+    (``outer_lr_schedule`` unset: the algorithm's own, cosine for the MAML++ presets)."""
+    if outer_lr_schedule(config) == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.iterations, eta_min=config.outer_lr_min
+        )
+    return None

@@ -1,0 +1,148 @@
+"""The run folder: what a training run writes, and how a trained learner is rebuilt from it.
+
+``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per logged iteration),
+``model.safetensors`` (the learner's state: model weights, learned inner learning rates, per-step
+tables), ``checkpoint.safetensors`` (everything to resume exactly, see
+:mod:`mamlkit.training.checkpoints`), ``summary.json`` (written at the end), and ``eval.json``
+after ``mamlkit eval`` (for a regression dataset such as ``sinusoid`` also ``fits.png``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mamlkit.errors import ConfigError
+from mamlkit.io import atomic_write_text, load_tensors, save_tensors
+from mamlkit.learner import MetaLearner
+from mamlkit.training.build import build_learner
+from mamlkit.training.checkpoints import CHECKPOINT_FILE
+from mamlkit.training.config import TrainConfig, build_config, load_yaml
+from mamlkit.training.fits import FITS_FILE
+from mamlkit.vocabulary import TaskKind
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+WEIGHTS_FILE = "model.safetensors"
+SUMMARY_FILE = "summary.json"
+EVAL_FILE = "eval.json"
+#: Every file a run writes (``--overwrite`` deletes these and nothing else).
+RUN_FILES = (
+    WEIGHTS_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    EVAL_FILE,
+    FITS_FILE,
+    CONFIG_FILE,
+    CHECKPOINT_FILE,
+)
+WEIGHTS_FORMAT = "mamlkit-learner-v1"
+
+
+def save_learner(
+    path: Path,
+    learner: MetaLearner,
+    config: TrainConfig,
+    image_shape: tuple[int, ...],
+    *,
+    num_outputs: int | None = None,
+) -> None:
+    """The learner's state (weights + learned inner LRs) as safetensors, with what rebuilds it
+    (``num_outputs``: the model's outputs when they are not ``config.ways``)."""
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "algorithm": learner.algorithm.name,
+        "image_shape": json.dumps(list(image_shape)),
+        "config": json.dumps(config.to_dict()),
+        "task": learner.task.value,
+    }
+    if num_outputs is not None:
+        metadata["num_outputs"] = str(num_outputs)
+    save_tensors(path, learner.state_dict(), metadata)
+
+
+def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
+    """Create the run folder ``out``, or clear the files of an earlier run in it.
+
+    A folder that already holds a run is refused unless ``overwrite``; then only the files a
+    run writes are deleted (anything else there is kept). Returns ``out`` as a ``Path``.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run")
+    if any((out / name).exists() for name in (WEIGHTS_FILE, METRICS_FILE, CHECKPOINT_FILE)):
+        if not overwrite:
+            raise ConfigError(
+                f"{out} already holds a run; choose another --out, pass --overwrite, or continue "
+                f"it with mamlkit train --resume {out}"
+            )
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def records_up_to(path: Path, iteration: int) -> list[dict[str, Any]]:
+    """The metrics records of iterations ``<= iteration``; the file is rewritten to hold only
+    them (a run stopped after its checkpoint logged iterations that resuming redoes)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    kept = [json.loads(line) for line in lines if line.strip()]
+    kept = [record for record in kept if record["iteration"] <= iteration]
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+    return kept
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run folder was trained with (its ``config.yaml``), checked like any config;
+    a folder that is not a run is an error naming what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run folder at {run_dir}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no {CONFIG_FILE}; is it a folder written by mamlkit train?"
+        )
+    return build_config(TrainConfig, load_yaml(run_dir / CONFIG_FILE))
+
+
+def load_run(
+    run_dir: str | Path, *, device: torch.device | None = None
+) -> tuple[TrainConfig, MetaLearner]:
+    """Rebuild the config and the trained learner of a run folder.
+
+    The learner is built from ``config.yaml`` and the shape and task recorded in
+    ``model.safetensors``, then loaded strictly; a folder that is not a run, or weights that do
+    not fit the config, are errors naming the file. ``device``: where to move the learner.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    tensors, metadata = load_tensors(run_dir / WEIGHTS_FILE)
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{run_dir / WEIGHTS_FILE} is not a mamlkit learner file")
+    if metadata.get("algorithm") != config.algorithm:
+        raise ValueError(
+            f"{run_dir / WEIGHTS_FILE} holds a {metadata.get('algorithm')!r} learner but "
+            f"{CONFIG_FILE} says {config.algorithm!r}"
+        )
+    image_shape = tuple(json.loads(metadata.get("image_shape", "[]")))
+    if not image_shape:
+        raise ValueError(
+            f"{run_dir / WEIGHTS_FILE} does not record the input shape it was trained on"
+        )
+    task = TaskKind.parse(metadata.get("task", TaskKind.CLASSIFICATION.value))
+    outputs = metadata.get("num_outputs")
+    learner = build_learner(
+        config, image_shape, task=task, num_outputs=int(outputs) if outputs else None
+    )
+    try:
+        learner.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{run_dir / WEIGHTS_FILE} does not fit the configured model: {error}"
+        ) from None
+    if device is not None:
+        learner.to(device)
+    return config, learner
