@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The shared helpers assert too: give their asserts pytest's detailed failure messages.
+pytest.register_assert_rewrite("tests.helpers")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The read-only shared copy of the Omniglot archives (never write here).
 OMNIGLOT_DIR = REPO_ROOT.parent / "shared" / "data" / "omniglot"

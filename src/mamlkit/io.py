@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -70,8 +72,6 @@ def save_tensors(
 ) -> Path:
     """Atomically save tensors as safetensors (contiguous CPU copies) with string metadata;
     returns ``path``. See the module docstring for an example."""
-    from safetensors.torch import save
-
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     return atomic_write_bytes(path, save(cpu, metadata=metadata))
 
@@ -82,8 +82,6 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     A missing file is a ``FileNotFoundError``; anything else unreadable a ``ValueError`` that
     names the file and says what it looks like (truncated, a pickle, a ``torch.save`` archive).
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")

@@ -26,10 +26,13 @@ from mamlkit.algorithms.spec import (
 
 #: The modules of the built-in algorithms, one per file.
 BUILT_IN = (anil, boil, fomaml, maml, mamlpp, metasgd, reptile)
+#: The algorithm a learner, a run config and ``mamlkit train`` use unless told otherwise: MAML.
+DEFAULT_ALGORITHM = maml.SPEC.name
 
 __all__ = [
     "ALGORITHMS",
     "BUILT_IN",
+    "DEFAULT_ALGORITHM",
     "OUTER_LR_SCHEDULES",
     "AlgorithmHooks",
     "AlgorithmSpec",

@@ -57,15 +57,27 @@ EXECUTIONS = ("auto", "loop", "batched")
 
 class TaskForward(Protocol):
     """``forward(params, x)``: outputs ``[B, n, ...]`` of ``B`` tasks, each with its own weights;
-    ``name`` is the strategy running now (``"batched"`` or ``"loop"``)."""
+    ``name`` is the strategy running now (``"batched"`` or ``"loop"``), and the memory policy
+    says which tasks go through one call."""
 
     name: str
 
     def __call__(self, params: Params, x: Tensor) -> Tensor: ...
 
+    def support_groups(self, support_x: Tensor, *, first_order: bool) -> list[slice]:
+        """The groups of tasks adapted together."""
+        ...
 
-def make_task_forward(model: nn.Module, execution: str = "auto") -> LoopForward | BatchedForward:
-    """The task forward for ``execution`` (one of :data:`EXECUTIONS`).
+    def query_groups(self, query_x: Tensor) -> list[slice]:
+        """The groups of tasks whose query sets are scored together."""
+        ...
+
+
+def make_task_forward(
+    model: nn.Module, execution: str = "auto", chunks: ChunkPolicy | None = None
+) -> LoopForward | BatchedForward:
+    """The task forward for ``execution`` (one of :data:`EXECUTIONS`), grouping tasks as
+    ``chunks`` says (default: :class:`ChunkPolicy`'s automatic sizes).
 
     ``auto`` gives a :class:`BatchedForward` when the model can be traced, else a
     :class:`LoopForward` whose ``fallback_reason`` says why not; ``batched`` raises
@@ -74,13 +86,13 @@ def make_task_forward(model: nn.Module, execution: str = "auto") -> LoopForward 
     if execution not in EXECUTIONS:
         raise ValueError(f"execution {execution!r}: choose one of {', '.join(EXECUTIONS)}")
     if execution == "loop":
-        return LoopForward(model)
+        return LoopForward(model, chunks=chunks)
     try:
-        return BatchedForward(model, strict=execution == "batched")
+        return BatchedForward(model, strict=execution == "batched", chunks=chunks)
     except NotBatchable as error:
         if execution == "batched":
             raise NotBatchable(f"execution='batched' cannot run this model: {error}") from error
-        return LoopForward(model, fallback_reason=str(error))
+        return LoopForward(model, fallback_reason=str(error), chunks=chunks)
 
 
 __all__ = [

@@ -8,6 +8,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from mamlkit.backends.chunking import ChunkPolicy
 from mamlkit.backends.layout import per_task_names, task_slice
 from mamlkit.backends.loop import LoopForward
 from mamlkit.backends.program import NotBatchable, TaskBatchedProgram
@@ -30,9 +31,12 @@ class BatchedForward:
     (torch.Size([2, 5, 3]), 'batched')
     """
 
-    def __init__(self, model: nn.Module, *, strict: bool) -> None:
+    def __init__(
+        self, model: nn.Module, *, strict: bool, chunks: ChunkPolicy | None = None
+    ) -> None:
         self.program = TaskBatchedProgram(model)
         self.loop = LoopForward(model)
+        self.chunks = chunks or ChunkPolicy()
         self.strict = strict
         self.verified: set[tuple[object, ...]] = set()
         self.disabled: str | None = None
@@ -42,6 +46,15 @@ class BatchedForward:
         """``"loop"`` while the model runs task by task (after a fallback, or in a mode the
         program cannot run, e.g. BatchNorm updating running statistics in training)."""
         return "loop" if self.disabled or self.program.unsupported_state() else "batched"
+
+    def support_groups(self, support_x: Tensor, *, first_order: bool) -> list[slice]:
+        """The groups of tasks adapted together (:class:`ChunkPolicy`; one group while the
+        model runs task by task)."""
+        return self.chunks.support_slices(support_x, first_order=first_order, strategy=self.name)
+
+    def query_groups(self, query_x: Tensor) -> list[slice]:
+        """The groups of tasks whose query sets are scored together (:class:`ChunkPolicy`)."""
+        return self.chunks.query_slices(query_x, strategy=self.name)
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         reason = self.disabled or self.program.unsupported_state()

@@ -64,7 +64,9 @@ class ChunkPolicy:
         query_chunk: tasks scored per query call; ``None``: :func:`auto_query_chunk`.
         support_chunk: tasks adapted per first-order call; ``None``: :func:`auto_support_chunk`.
 
-    The ``loop`` strategy runs task by task anyway, so under it every pass is one group.
+    Every task forward holds one and answers with it (``forward.support_groups(...)``,
+    ``forward.query_groups(...)``); the ``loop`` strategy runs task by task anyway, so under it
+    every pass is one group.
 
     >>> import torch
     >>> from mamlkit.backends import ChunkPolicy

@@ -18,7 +18,7 @@ What each contributes end to end is measured by ``benchmarks/ablation.py``
 
 Each function is differentiable twice through ordinary autograd, and each is tested against the
 PyTorch composition it replaces: values, gradients and second derivatives
-(``tests/test_kernels.py``).
+(``tests/backends/test_kernels.py``).
 """
 
 from __future__ import annotations
@@ -239,9 +239,10 @@ def conv_batch_norm(
 
 
 #: The statistics (a taps x taps covariance and the quadratic form w C w) are tiny but badly
-#: conditioned: neighbouring pixels are strongly correlated, and in float32 the variance lost
+#: conditioned: neighbouring pixels are strongly correlated, and in float32 the variance loses
 #: enough digits to put float32 meta-gradients 1% off on Omniglot (the float32 test in
-#: ``tests/test_execution.py``). In float64 they are more accurate than the unfused float32 path.
+#: ``tests/backends/test_strategies.py``). In float64 they are more accurate than the unfused
+#: float32 path.
 _STATS = torch.float64
 
 

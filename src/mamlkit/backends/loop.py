@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from mamlkit.backends.chunking import ChunkPolicy
 from mamlkit.backends.layout import per_task_names, task_slice
 from mamlkit.vocabulary import Params
 
@@ -26,11 +27,25 @@ class LoopForward:
 
     name = "loop"
 
-    def __init__(self, model: nn.Module, fallback_reason: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        fallback_reason: str | None = None,
+        chunks: ChunkPolicy | None = None,
+    ) -> None:
         self.model = model
         #: Why ``auto`` chose this strategy (the batched program's refusal), if it did.
         self.fallback_reason = fallback_reason
         self.param_ndim = {name: p.dim() for name, p in model.named_parameters()}
+        self.chunks = chunks or ChunkPolicy()
+
+    def support_groups(self, support_x: Tensor, *, first_order: bool) -> list[slice]:
+        """The groups of tasks adapted together (:class:`ChunkPolicy`)."""
+        return self.chunks.support_slices(support_x, first_order=first_order, strategy=self.name)
+
+    def query_groups(self, query_x: Tensor) -> list[slice]:
+        """The groups of tasks whose query sets are scored together (:class:`ChunkPolicy`)."""
+        return self.chunks.query_slices(query_x, strategy=self.name)
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         buffers = dict(self.model.named_buffers())

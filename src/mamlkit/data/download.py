@@ -2,7 +2,7 @@
 
 Only archives that are missing get downloaded, and only downloads are checksummed: an archive that
 is already on disk is trusted as-is (re-packed copies with identical images but different zip
-bytes are common, e.g. the shared copies this project tests against).
+bytes are common, e.g. copies re-zipped by a mirror).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mamlkit.algorithms import AlgorithmSpec, resolve_algorithm
+from mamlkit.algorithms import DEFAULT_ALGORITHM, AlgorithmSpec, resolve_algorithm
 from mamlkit.algorithms.hooks import known_options
 from mamlkit.backends import ChunkPolicy, join_trajectories, make_task_forward, task_losses
 from mamlkit.backends import task_slice as slice_tasks
@@ -101,7 +101,7 @@ class MetaLearner(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        algorithm: str | AlgorithmSpec = "maml",
+        algorithm: str | AlgorithmSpec = DEFAULT_ALGORITHM,
         *,
         inner_lr: float = DEFAULT_INNER_LR,
         inner_steps: int = DEFAULT_INNER_STEPS,
@@ -157,9 +157,10 @@ class MetaLearner(nn.Module):
             raise ValueError(refusal)
         self.iteration = 0  # outer iteration, drives the algorithm's schedules; set by fit
         self._forward = functional_forward(model)
-        self._task_forward = make_task_forward(model, execution)
+        self._task_forward = make_task_forward(
+            model, execution, ChunkPolicy(query_chunk, support_chunk)
+        )
         self.execution = execution
-        self.chunks = ChunkPolicy(query_chunk, support_chunk)
         self.tasks_per_backward = (
             None
             if tasks_per_backward is None
@@ -203,10 +204,8 @@ class MetaLearner(nn.Module):
         self, support_x: Tensor, support_y: Tensor, *, keep: set[int], first_order: bool
     ) -> list[Params | None]:
         """Every task's parameters after 0..K inner steps (``None`` at steps not in ``keep``);
-        groups of tasks as the chunk policy says, joined."""
-        slices = self.chunks.support_slices(
-            support_x, first_order=first_order, strategy=self.execution_strategy
-        )
+        the tasks are adapted in the groups the backend's memory policy says, then joined."""
+        slices = self._task_forward.support_groups(support_x, first_order=first_order)
         if len(slices) == 1:
             params = self._task_params(support_x.shape[0])
             return self._adapt(params, support_x, support_y, self.inner_steps, first_order, keep)
@@ -234,7 +233,7 @@ class MetaLearner(nn.Module):
         (detached)."""
         total: Tensor | None = None
         final_outputs = []
-        for group in self.chunks.query_slices(query_x, strategy=self.execution_strategy):
+        for group in self._task_forward.query_groups(query_x):
             steps = [
                 None if p is None else slice_tasks(p, self._per_task, group) for p in trajectory
             ]
@@ -393,7 +392,7 @@ class MetaLearner(nn.Module):
         classification = self.task == TaskKind.CLASSIFICATION
         losses, accuracies = [], []
         with torch.no_grad():
-            for group in self.chunks.query_slices(query_x, strategy=self.execution_strategy):
+            for group in self._task_forward.query_groups(query_x):
                 qx, qy = query_x[group], query_y[group]
                 step_losses, step_accuracies = [], []
                 for k, step_params in enumerate(trajectory):

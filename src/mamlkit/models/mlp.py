@@ -23,7 +23,8 @@ class MLP(nn.Module):
     Args:
         in_channels: input features (with ``image_size``: ``in_channels * image_size**2``).
         num_classes: outputs of the head (one per regression target, or N ways).
-        hidden: units of every hidden layer.
+        hidden: units of every hidden layer; 40, Finn et al.'s sinusoid network, by default
+            (``mamlkit train --hidden`` defaults to 64, Conv4's width, for every model).
         image_size: side of image inputs; 1 for flat inputs.
         layers: hidden [linear, ReLU] blocks.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mamlkit.algorithms import OUTER_LR_SCHEDULES, resolve_algorithm
+from mamlkit.algorithms import DEFAULT_ALGORITHM, OUTER_LR_SCHEDULES, resolve_algorithm
 from mamlkit.algorithms.mamlpp import FIRST_ORDER_ITERATIONS, MSL_ANNEAL_ITERATIONS
 from mamlkit.backends import EXECUTIONS
 from mamlkit.data import DATASETS
@@ -53,9 +53,17 @@ class TrainConfig:
     mamlkit.registry.UnknownNameError: unknown model 'conv5'; did you mean 'conv4'? ...
     """
 
-    algorithm: str = _option("maml", "algorithm preset (mamlkit list shows them)")
-    dataset: str = _option("omniglot", "dataset name")
-    model: str = _option("conv4", "model name")
+    algorithm: str = _option(
+        DEFAULT_ALGORITHM,
+        "algorithm: a name (mamlkit list shows them), a variant NAME[setting=value,...], or "
+        "package.module:spec",
+    )
+    dataset: str = _option(
+        "omniglot", "dataset: a name (mamlkit list shows them) or package.module:factory"
+    )
+    model: str = _option(
+        "conv4", "model: a name (mamlkit list shows them) or package.module:factory"
+    )
     ways: int = _option(5, "classes per task (N)")
     shots: int = _option(1, "support examples per class (K)")
     queries: int = _option(15, "query examples per class during meta-training")
@@ -78,7 +86,11 @@ class TrainConfig:
         FIRST_ORDER_ITERATIONS,
         "MAML++ derivative-order annealing: first-order iterations before second order starts",
     )
-    hidden: int = _option(64, "filters per conv layer of the model")
+    hidden: int = _option(
+        64,
+        "width of the model: filters per conv layer (conv4; resnet12's first block), units per "
+        "hidden layer (mlp)",
+    )
     seed: int = _option(0, "seed of the weights and of the training task stream")
     split_seed: int = _option(0, "seed of the class split (keep 0 for the standard split)")
     validation: bool = _option(False, "use the 1100/100/423 split with a validation split")

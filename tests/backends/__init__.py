@@ -1,0 +1,1 @@
+"""The execution backends: strategies, fast kernels and memory."""

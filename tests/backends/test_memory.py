@@ -1,0 +1,139 @@
+"""Memory behaviour: first order keeps no graph through the inner loop; nothing grows over time.
+
+The first test counts the bytes that the meta-loss's autograd graph holds (through
+``saved_tensors_hooks``, which see every tensor saved for backward, custom kernels included);
+the second watches a training process's resident memory over many iterations, with glibc
+returning large blocks at once (``MALLOC_MMAP_THRESHOLD_``) so the figure follows live memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import weakref
+
+import pytest
+import torch
+
+from mamlkit import Conv4, MetaLearner
+
+
+class _Held:
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+
+def graph_bytes(learner: MetaLearner, data: tuple[torch.Tensor, ...]) -> int:
+    """Bytes of saved tensors still held by the graph of ``learner.meta_loss(*data)``."""
+    held: weakref.WeakSet[_Held] = weakref.WeakSet()
+
+    def pack(tensor: torch.Tensor) -> _Held:
+        handle = _Held(tensor)
+        held.add(handle)
+        return handle
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda handle: handle.tensor):
+        loss, _ = learner.meta_loss(*data)
+    seen: dict[int, int] = {}
+    for handle in list(held):
+        storage = handle.tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    del loss
+    return sum(seen.values())
+
+
+def episode(tasks: int = 4) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    sx = torch.rand(tasks, 10, 1, 28, 28, generator=g)
+    qx = torch.rand(tasks, 10, 1, 28, 28, generator=g)
+    y = torch.arange(5).repeat(2).repeat(tasks, 1)
+    return sx, y, qx, y
+
+
+@pytest.mark.parametrize("execution", ["loop", "batched"])
+def test_first_order_keeps_no_graph_through_the_inner_loop(execution: str) -> None:
+    held = {}
+    for preset in ("fomaml", "maml"):
+        for steps in (1, 4):
+            torch.manual_seed(0)
+            learner = MetaLearner(
+                Conv4(1, 5, hidden=8), preset, inner_lr=0.1, inner_steps=steps, execution=execution
+            )
+            held[preset, steps] = graph_bytes(learner, episode())
+    params = sum(p.numel() * 4 for p in Conv4(1, 5, hidden=8).parameters())
+    # first order: four steps hold what one step holds, up to a few parameter-sized tensors
+    assert abs(held["fomaml", 4] - held["fomaml", 1]) <= 8 * params
+    # second order keeps every step's graph for the outer backward
+    assert held["maml", 4] > 2 * held["maml", 1]
+
+
+def peak_graph_bytes(run) -> int:
+    """Largest total of saved-for-backward tensors alive at once while ``run()`` runs."""
+    state = {"alive": 0, "peak": 0}
+
+    def release(nbytes: int) -> None:
+        state["alive"] -= nbytes
+
+    def pack(tensor: torch.Tensor) -> _Held:
+        handle = _Held(tensor)
+        nbytes = tensor.numel() * tensor.element_size()
+        state["alive"] += nbytes
+        state["peak"] = max(state["peak"], state["alive"])
+        weakref.finalize(handle, release, nbytes)
+        return handle
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda handle: handle.tensor):
+        run()
+    return state["peak"]
+
+
+def test_meta_backward_in_groups_bounds_the_graph_held_at_once() -> None:
+    torch.manual_seed(0)
+    learner = MetaLearner(Conv4(1, 5, hidden=8), "maml", inner_lr=0.1, inner_steps=2)
+    data = episode(tasks=8)
+    peaks = {
+        group: peak_graph_bytes(lambda g=group: learner.meta_backward(*data, tasks_per_backward=g))
+        for group in (None, 2)
+    }
+    assert peaks[2] < 0.4 * peaks[None]
+
+
+GROWTH_SCRIPT = """
+import json, sys, torch
+from mamlkit import Conv4, MetaLearner, fit
+from mamlkit.training.telemetry import current_rss_bytes
+torch.manual_seed(0)
+preset, execution = sys.argv[1], sys.argv[2]
+learner = MetaLearner(Conv4(1, 5, hidden=16), preset, inner_lr=0.1, inner_steps=2,
+                      execution=execution)
+g = torch.Generator().manual_seed(0)
+def batch():
+    sx, qx = torch.rand(4, 5, 1, 28, 28, generator=g), torch.rand(4, 10, 1, 28, 28, generator=g)
+    return sx, torch.arange(5).repeat(4, 1), qx, torch.arange(5).repeat(2).repeat(4, 1)
+batches = [batch() for _ in range(80)]
+rss = []
+fit(learner, batches, torch.optim.Adam(learner.parameters(), 1e-3), progress=False,
+    callbacks=[lambda record: rss.append(current_rss_bytes())])
+print(json.dumps(rss))
+"""
+
+
+@pytest.mark.parametrize(("preset", "execution"), [("maml", "batched"), ("fomaml", "loop")])
+def test_memory_does_not_grow_across_iterations(preset: str, execution: str) -> None:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", GROWTH_SCRIPT, preset, execution],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rss = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(rss) == 80
+    growth = max(rss[20:]) - rss[19]
+    assert growth < 4 * 2**20, (
+        f"resident memory grew by {growth / 2**20:.1f} MiB over 60 iterations"
+    )

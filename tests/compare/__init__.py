@@ -1,0 +1,1 @@
+"""mamlkit compare: plans, presets, results and reports."""

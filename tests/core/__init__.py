@@ -1,0 +1,1 @@
+"""The functional core: the inner loop and the inner update rules."""

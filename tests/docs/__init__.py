@@ -1,0 +1,1 @@
+"""The documentation, docstrings, README, notebooks and examples."""

@@ -1,0 +1,1 @@
+"""Training: fit, runs, checkpoints, scale-out and end-to-end learning."""
