@@ -29,7 +29,7 @@ from mamlkit.training import EvalConfig, TrainConfig, build_config, eval_run, tr
 from mamlkit.training.config import load_yaml
 from mamlkit.training.distributed import is_main_process, world_size_from_environment
 from mamlkit.training.fits import FITS_FILE
-from mamlkit.training.run_folder import CONFIG_FILE
+from mamlkit.training.run_folder import CONFIG_FILE, load_config
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
@@ -198,11 +198,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--resume continues the run with its own {CONFIG_FILE}; drop {', '.join(given)}"
             )
-        config_path = os.path.join(args.resume, CONFIG_FILE)
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"{args.resume} has no {CONFIG_FILE}: not a mamlkit run folder")
-        config = build_config(TrainConfig, load_yaml(config_path))
-        summary = train_run(config, args.resume, resume=True)
+        summary = train_run(load_config(args.resume), args.resume, resume=True)
         args.out = args.resume
         evaluation = None
     else:

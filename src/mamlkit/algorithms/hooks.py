@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from mamlkit.core.step_losses import last_step_weights
+from mamlkit.episodes import Episode
 from mamlkit.registry import Registry
 from mamlkit.vocabulary import Params
 
@@ -124,9 +125,11 @@ class LastStep(StepLoss):
 class OuterGradient(Component):
     """What the outer loop differentiates for a group of tasks (the ``outer_gradient`` setting).
 
-    :meth:`objective` returns the tensor to backpropagate (summed over the tasks), the query
-    loss summed over the tasks (detached, for metrics) and the query outputs after adaptation
-    (detached, for accuracy).
+    :meth:`objective` takes a group of tasks (an :class:`~mamlkit.episodes.Episode`), the weights
+    of the query losses after each inner step and whether to differentiate first order; it
+    returns the tensor to backpropagate (summed over the tasks), the query loss summed over the
+    tasks (detached, for metrics) and the query outputs after adaptation (detached, for
+    accuracy).
     """
 
     #: Whether the query loss is what is optimised (so ``step_loss`` and learned inner rates
@@ -136,10 +139,7 @@ class OuterGradient(Component):
     def objective(
         self,
         run: TaskRun,
-        support_x: Tensor,
-        support_y: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
+        episode: Episode,
         weights: list[float],
         first_order: bool,
     ) -> Objective:
@@ -155,17 +155,16 @@ class MetaGradient(OuterGradient):
     def objective(
         self,
         run: TaskRun,
-        support_x: Tensor,
-        support_y: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
+        episode: Episode,
         weights: list[float],
         first_order: bool,
     ) -> Objective:
         """The weighted query loss; only the steps whose query loss counts are kept."""
         keep = {index + 1 for index, weight in enumerate(weights) if weight != 0}
-        trajectory = run.trajectory(support_x, support_y, keep=keep, first_order=first_order)
-        total, outputs = run.query_loss(trajectory, query_x, query_y, weights)
+        trajectory = run.trajectory(
+            episode.support_x, episode.support_y, keep=keep, first_order=first_order
+        )
+        total, outputs = run.query_loss(trajectory, episode.query_x, episode.query_y, weights)
         return total, total.detach(), outputs
 
 
@@ -318,17 +317,12 @@ class AlgorithmHooks:
     def objective(
         self,
         run: TaskRun,
-        support_x: Tensor,
-        support_y: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
+        episode: Episode,
         weights: list[float],
         first_order: bool,
     ) -> Objective:
         """The outer objective of a group of tasks (see :class:`OuterGradient`)."""
-        return self.outer_gradient.objective(
-            run, support_x, support_y, query_x, query_y, weights, first_order
-        )
+        return self.outer_gradient.objective(run, episode, weights, first_order)
 
 
 def _joined(parts: Iterable[list[str]]) -> list[str]:

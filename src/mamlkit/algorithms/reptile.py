@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
 from mamlkit.algorithms.hooks import OUTER_GRADIENTS, Objective, OuterGradient, TaskRun
 from mamlkit.algorithms.spec import AlgorithmSpec, register_algorithm
 from mamlkit.core.update_rules import UPDATE_RULES
+from mamlkit.episodes import Episode
 
 NICHOL_2018 = "Nichol, Achiam, Schulman. On First-Order Meta-Learning Algorithms. 2018."
 
@@ -55,15 +55,13 @@ class ReptileGradient(OuterGradient):
     def objective(
         self,
         run: TaskRun,
-        support_x: Tensor,
-        support_y: Tensor,
-        query_x: Tensor,
-        query_y: Tensor,
+        episode: Episode,
         weights: list[float],
         first_order: bool,
     ) -> Objective:
         """The surrogate (to backpropagate), and the query loss and outputs of the adapted
         weights (scored without a graph)."""
+        support_x, support_y, query_x, query_y = episode
         final = run.trajectory(support_x, support_y, keep={run.inner_steps}, first_order=True)[-1]
         theta = run.model_params()
         surrogate = sum(

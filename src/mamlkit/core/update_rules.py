@@ -40,7 +40,8 @@ class InnerUpdate(nn.Module):
     The base of every update rule. A rule is called as ``rule(params, grads, step, state)`` and
     returns new parameters without modifying its inputs, so the step can be differentiated
     through (second-order MAML). Subclasses say what ``lr(i, step)`` is in
-    :meth:`learning_rate`; learned rates are the rule's own parameters, which
+    :meth:`learning_rate`; a rule that learns its rates says their starting tensor in
+    :meth:`initial_rate`, and they become its ``rates`` parameters, which
     :class:`~mamlkit.MetaLearner` includes in its ``parameters()`` for the outer optimiser.
 
     Args:
@@ -73,6 +74,14 @@ class InnerUpdate(nn.Module):
         self.names = tuple(names)
         self.initial_lr = check_learning_rate(lr)
         self.steps = steps
+        if self.learns:
+            self.rates = nn.ParameterDict(
+                {table_key(n): nn.Parameter(self.initial_rate(n, shapes)) for n in self.names}
+            )
+
+    def initial_rate(self, name: str, shapes: dict[str, torch.Size] | None) -> Tensor:
+        """The starting value of the learned rate(s) of tensor ``name`` (rules that learn)."""
+        raise NotImplementedError
 
     def learning_rate(self, name: str, step: int) -> Tensor | float:
         """The learning rate of tensor ``name`` at inner step ``step`` (0-based); a tensor when
@@ -119,17 +128,9 @@ class PerTensorLR(InnerUpdate):
 
     learns = True
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        lr: float,
-        steps: int,
-        shapes: dict[str, torch.Size] | None = None,
-    ) -> None:
-        super().__init__(names, lr, steps)
-        self.rates = nn.ParameterDict(
-            {table_key(n): nn.Parameter(torch.tensor(self.initial_lr)) for n in self.names}
-        )
+    def initial_rate(self, name: str, shapes: dict[str, torch.Size] | None) -> Tensor:
+        """One scalar rate, ``lr`` at the start."""
+        return torch.tensor(self.initial_lr)
 
     def learning_rate(self, name: str, step: int) -> Tensor:
         """The learned scalar rate of tensor ``name`` (the same at every step)."""
@@ -141,17 +142,9 @@ class PerTensorPerStepLR(InnerUpdate):
 
     learns = True
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        lr: float,
-        steps: int,
-        shapes: dict[str, torch.Size] | None = None,
-    ) -> None:
-        super().__init__(names, lr, steps)
-        self.rates = nn.ParameterDict(
-            {table_key(n): nn.Parameter(torch.full((steps,), self.initial_lr)) for n in self.names}
-        )
+    def initial_rate(self, name: str, shapes: dict[str, torch.Size] | None) -> Tensor:
+        """``lr`` for each of the ``steps`` inner steps."""
+        return torch.full((self.steps,), self.initial_lr)
 
     def learning_rate(self, name: str, step: int) -> Tensor:
         """The learned scalar rate of tensor ``name`` at ``step``; a step beyond the ``steps``
@@ -173,19 +166,11 @@ class PerElementLR(InnerUpdate):
 
     learns = True
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        lr: float,
-        steps: int,
-        shapes: dict[str, torch.Size] | None = None,
-    ) -> None:
-        super().__init__(names, lr, steps)
+    def initial_rate(self, name: str, shapes: dict[str, torch.Size] | None) -> Tensor:
+        """``lr`` for every element of tensor ``name`` (its shape from ``shapes``)."""
         if shapes is None:
             raise ValueError("the per_element update rule needs the parameter shapes")
-        self.rates = nn.ParameterDict(
-            {table_key(n): nn.Parameter(torch.full(shapes[n], self.initial_lr)) for n in self.names}
-        )
+        return torch.full(shapes[name], self.initial_lr)
 
     def learning_rate(self, name: str, step: int) -> Tensor:
         """The learned rates of tensor ``name``: a tensor of its shape (the same at every step)."""

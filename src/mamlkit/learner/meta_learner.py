@@ -24,7 +24,7 @@ from mamlkit.checks import positive_int
 from mamlkit.core.inner_loop import LossFn, StepView, adapt, functional_forward, weighted_query_loss
 from mamlkit.core.per_step import PerStepTables
 from mamlkit.core.update_rules import make_update_rule
-from mamlkit.episodes import check_episode, check_targets
+from mamlkit.episodes import Episode, check_episode, check_targets
 from mamlkit.learner.results import AdaptedTasks, TaskScores
 from mamlkit.vocabulary import Params, TaskKind
 
@@ -308,14 +308,10 @@ class MetaLearner(nn.Module):
         """
         self._check(support_x, support_y, query_x, query_y)
         it = self.iteration if iteration is None else iteration
+        episode = Episode(support_x, support_y, query_x, query_y)
+        weights = self.step_weights(it).tolist()
         outer, query_loss, outputs = self.hooks.objective(
-            self,
-            support_x,
-            support_y,
-            query_x,
-            query_y,
-            self.step_weights(it).tolist(),
-            self.first_order_at(it),
+            self, episode, weights, self.first_order_at(it)
         )
         tasks = support_x.shape[0]
         metrics = {"loss": float(query_loss) / tasks}
@@ -352,15 +348,8 @@ class MetaLearner(nn.Module):
         loss_sum, correct = 0.0, 0.0
         for start in range(0, tasks, size):
             group = slice(start, start + size)
-            outer, query_loss, outputs = self.hooks.objective(
-                self,
-                support_x[group],
-                support_y[group],
-                query_x[group],
-                query_y[group],
-                weights,
-                first_order,
-            )
+            episode = Episode(support_x[group], support_y[group], query_x[group], query_y[group])
+            outer, query_loss, outputs = self.hooks.objective(self, episode, weights, first_order)
             (outer / tasks).backward()
             loss_sum += float(query_loss)
             if classification:

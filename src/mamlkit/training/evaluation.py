@@ -151,18 +151,15 @@ def evaluate(
     if seen < tasks:
         raise ValueError(f"the task loader ran out after {seen} of {tasks} tasks")
     loss = torch.cat(losses).double()
+    common = {
+        "tasks": tasks,
+        "inner_steps": loss.shape[1] - 1,
+        "per_step_loss": loss.mean(0).tolist(),
+    }
     if regression:
         final = loss[:, -1]
         mean, ci95, std = _spread(final)
-        return EvalResult(
-            mse=mean,
-            ci95=ci95,
-            std=std,
-            tasks=tasks,
-            inner_steps=loss.shape[1] - 1,
-            per_step_loss=loss.mean(0).tolist(),
-            task_mse=final.tolist(),
-        )
+        return EvalResult(mse=mean, ci95=ci95, std=std, task_mse=final.tolist(), **common)
     accuracy = torch.cat(accuracies).double()
     final = accuracy[:, -1]
     mean, ci95, std = _spread(final)
@@ -170,11 +167,9 @@ def evaluate(
         accuracy=mean,
         ci95=ci95,
         std=std,
-        tasks=tasks,
-        inner_steps=accuracy.shape[1] - 1,
         per_step_accuracy=accuracy.mean(0).tolist(),
-        per_step_loss=loss.mean(0).tolist(),
         task_accuracies=final.tolist(),
+        **common,
     )
 
 

@@ -1,1 +1,0 @@
-"""Example mamlkit plug-ins: a dataset, a model and an algorithm from another package."""
