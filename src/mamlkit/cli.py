@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mamlkit",
         description=(
-            "Gradient-based meta-learning: MAML, FOMAML, MAML++, ANIL, Meta-SGD and Reptile "
+            "Gradient-based meta-learning: MAML, FOMAML, MAML++, ANIL, BOIL, Meta-SGD and Reptile "
             "(`mamlkit list` shows every algorithm and its settings)."
         ),
     )
