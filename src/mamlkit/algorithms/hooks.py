@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor, nn
 
@@ -131,10 +131,6 @@ class OuterGradient(Component):
     tasks (detached, for metrics) and the query outputs after adaptation (detached, for
     accuracy).
     """
-
-    #: Whether the query loss is what is optimised (so ``step_loss`` and learned inner rates
-    #: receive gradients through it).
-    uses_query_loss: ClassVar[bool] = True
 
     def objective(
         self,
@@ -255,24 +251,22 @@ class AlgorithmHooks:
 
     @classmethod
     def build(cls, spec: AlgorithmSpec, options: Mapping[str, Any]) -> AlgorithmHooks:
-        """The components ``spec``'s settings name, given ``options`` (an option no registered
-        component takes is a ``ValueError``; one only other algorithms take is ignored)."""
+        """The components ``spec``'s settings name (:meth:`AlgorithmSpec.components`), given
+        ``options``: a name that is neither a setting nor an option any registered component
+        takes is a ``ValueError``; an option only other algorithms take is ignored."""
         known = known_options()
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(
-                f"unknown algorithm option(s) {unknown}; options: {', '.join(sorted(known))}"
+                f"unknown algorithm setting(s) {unknown}; settings: "
+                f"{', '.join(spec.settings())}; options: {', '.join(sorted(known))}"
             )
-        switches = tuple(
-            _build(SWITCHES.get(name), options)
-            for name, value in spec.settings().items()
-            if value is True and name in SWITCHES
-        )
+        step_loss, outer_gradient, *switches = spec.components()
         return cls(
             spec,
-            _build(STEP_LOSSES.get(spec.step_loss), options),
-            _build(OUTER_GRADIENTS.get(spec.outer_gradient), options),
-            switches,
+            _build(step_loss, options),
+            _build(outer_gradient, options),
+            tuple(_build(switch, options) for switch in switches),
         )
 
     @property

@@ -17,13 +17,11 @@ meta step, which a run config does not express, so comparisons run Reptile with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from mamlkit.algorithms.hooks import OUTER_GRADIENTS, Objective, OuterGradient, TaskRun
 from mamlkit.algorithms.spec import AlgorithmSpec, register_algorithm
-from mamlkit.core.update_rules import UPDATE_RULES
 from mamlkit.episodes import Episode
 
 NICHOL_2018 = "Nichol, Achiam, Schulman. On First-Order Meta-Learning Algorithms. 2018."
@@ -35,8 +33,6 @@ class ReptileGradient(OuterGradient):
     tensors, from the surrogate ``sum_b 0.5 * ||theta - stopgrad(phi_b)||^2``; the query loss
     after adaptation is only a metric."""
 
-    uses_query_loss: ClassVar[bool] = False
-
     @classmethod
     def check(cls, spec: AlgorithmSpec) -> None:
         """Reptile is first order, learns no inner rates and weighs no query losses."""
@@ -44,7 +40,7 @@ class ReptileGradient(OuterGradient):
             raise ValueError(
                 "reptile never differentiates through the inner loop: set first_order=True"
             )
-        if UPDATE_RULES.get(spec.update_rule).learns:
+        if spec.learns_inner_rates:
             raise ValueError(
                 f"update_rule {spec.update_rule!r} learns inner learning rates, but the "
                 "reptile outer gradient gives them no gradient; use fixed or adam"

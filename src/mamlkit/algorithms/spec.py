@@ -135,7 +135,7 @@ class AlgorithmSpec:
         """The composed behaviour of this spec, with ``options`` for its components (e.g.
         ``msl_anneal_iterations`` for MAML++'s multi-step loss); what the learner consults.
 
-        An option no registered component takes is a ``ValueError``; one that only other
+        A name no registered component takes is a ``ValueError``; an option that only other
         algorithms' components take is ignored, so one run config serves every algorithm.
 
         >>> from mamlkit.algorithms import resolve_algorithm
@@ -144,7 +144,7 @@ class AlgorithmSpec:
         >>> resolve_algorithm("maml").hooks(msl_aneal_iterations=10)
         Traceback (most recent call last):
             ...
-        ValueError: unknown algorithm option(s) ['msl_aneal_iterations']; options: ...
+        ValueError: unknown algorithm setting(s) ['msl_aneal_iterations']; settings: ...
         """
         return AlgorithmHooks.build(self, options)
 

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamlkit.algorithms import DEFAULT_ALGORITHM, AlgorithmSpec, resolve_algorithm
-from mamlkit.algorithms.hooks import known_options
 from mamlkit.backends import ChunkPolicy, join_trajectories, make_task_forward, task_losses
 from mamlkit.backends import task_slice as slice_tasks
 from mamlkit.checks import positive_int
@@ -117,14 +116,6 @@ class MetaLearner(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        options_known = known_options()
-        unknown = sorted(k for k in settings if k not in _SPEC_SETTINGS and k not in options_known)
-        if unknown:
-            raise ValueError(
-                f"unknown algorithm setting(s) {unknown}; settings: "
-                f"{', '.join(sorted(_SPEC_SETTINGS - {'name', 'reference'}))}; options: "
-                f"{', '.join(sorted(options_known))}"
-            )
         overrides = {k: v for k, v in settings.items() if k in _SPEC_SETTINGS}
         options = {k: v for k, v in settings.items() if k not in _SPEC_SETTINGS}
         self.algorithm = resolve_algorithm(algorithm, **overrides)

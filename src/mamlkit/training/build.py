@@ -161,9 +161,10 @@ def build_learner(
             f"--model{hint}"
         )
     spec = resolve_algorithm(config.algorithm)
-    hooks = spec.hooks(**algorithm_options(config))
+    algorithm = algorithm_options(config)
     accepted = inspect.signature(factory).parameters
-    options = {k: v for k, v in hooks.model_options().items() if k in accepted}
+    needs = spec.hooks(**algorithm).model_options()
+    options = {k: v for k, v in needs.items() if k in accepted}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = factory(
@@ -181,7 +182,7 @@ def build_learner(
         execution=config.execution,
         tasks_per_backward=config.tasks_per_backward,
         task=task,
-        **algorithm_options(config),
+        **algorithm,
     )
 
 

@@ -4,7 +4,6 @@ folder, and the one result type both give, :class:`EvalResult`."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,16 +176,6 @@ def _spread(per_task: Tensor) -> tuple[float, float, float]:
     """Mean, 95% confidence half-width (1.96 std / sqrt(n)) and population std over tasks."""
     std = float(per_task.std(correction=0))
     return float(per_task.mean()), 1.96 * std / math.sqrt(per_task.numel()), std
-
-
-def median_or_nan(values: list[float]) -> float:
-    """The median of ``values``, or NaN for none (e.g. per-iteration times of an empty run).
-
-    >>> from mamlkit.training.evaluation import median_or_nan
-    >>> median_or_nan([3.0, 1.0, 2.0]), median_or_nan([])
-    (2.0, nan)
-    """
-    return statistics.median(values) if values else float("nan")
 
 
 def evaluation_sampler(config: TrainConfig, dataset: Any, evaluation: EvalConfig) -> Any:

@@ -37,7 +37,6 @@ from mamlkit.training.distributed import (
     shard,
     world_size_from_environment,
 )
-from mamlkit.training.evaluation import median_or_nan
 from mamlkit.training.interrupts import StopRequest, stop_on_sigint
 from mamlkit.training.loop import Callback, LoopState, fit
 from mamlkit.training.run_folder import (
@@ -55,6 +54,7 @@ from mamlkit.training.telemetry import (
     digest_state,
     digesting,
     environment,
+    median_or_nan,
 )
 from mamlkit.vocabulary import TaskKind
 

@@ -18,6 +18,7 @@ import datetime
 import hashlib
 import platform
 import re
+import statistics
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,13 @@ def environment() -> dict[str, Any]:
                 env["cpu"] = line.split(":", 1)[1].strip()
                 break
     return env
+
+
+def median_or_nan(values: list[float]) -> float:
+    """The median of ``values``, or NaN for none (e.g. per-iteration times of an empty run).
+
+    >>> from mamlkit.training.telemetry import median_or_nan
+    >>> median_or_nan([3.0, 1.0, 2.0]), median_or_nan([])
+    (2.0, nan)
+    """
+    return statistics.median(values) if values else float("nan")
