@@ -15,7 +15,9 @@ Linear(in_features=32, out_features=20, bias=True)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -43,4 +45,56 @@ MODELS.add("conv4", Conv4)
 MODELS.add("mlp", MLP)
 MODELS.add("resnet12", ResNet12)
 
-__all__ = ["MLP", "MODELS", "Conv4", "ResNet12"]
+
+
+def _option_value(text: str) -> object:
+    """A model option's value: ``true``/``false``, an int, a float, else the text itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_model(text: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """The factory and keyword options a model name stands for: ``"conv4"``, or a variant
+    ``"conv4[downsample=stride]"`` whose options are keyword arguments of the factory (not its
+    size arguments, which a run sets). Unknown options are errors naming the ones it takes.
+
+    >>> from mamlkit.models import parse_model
+    >>> factory, options = parse_model("conv4[downsample=stride]")
+    >>> factory.__name__, options
+    ('Conv4', {'downsample': 'stride'})
+    >>> parse_model("conv4[downsampel=stride]")
+    Traceback (most recent call last):
+        ...
+    ValueError: model 'conv4[downsampel=stride]': unknown option 'downsampel'; conv4 takes: \
+track_running_stats, downsample
+    """
+    if "[" not in text:
+        return MODELS.get(text), {}
+    base, _, rest = text.partition("[")
+    if not rest.endswith("]"):
+        raise ValueError(f"model {text!r}: a variant is written name[option=value,...]")
+    factory = MODELS.get(base.strip())
+    sizes = ("in_channels", "num_classes", "hidden", "image_size")
+    accepted = [name for name in inspect.signature(factory).parameters if name not in sizes]
+    options: dict[str, Any] = {}
+    for item in rest[:-1].split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise ValueError(f"model {text!r}: expected option=value, got {item.strip()!r}")
+        if key not in accepted:
+            raise ValueError(
+                f"model {text!r}: unknown option {key!r}; {base.strip()} takes: "
+                f"{', '.join(accepted) or 'no options'}"
+            )
+        options[key] = _option_value(value)
+    return factory, options
+
+
+__all__ = ["MLP", "MODELS", "Conv4", "ResNet12", "parse_model"]

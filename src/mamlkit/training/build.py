@@ -21,7 +21,7 @@ from mamlkit.algorithms.hooks import known_options
 from mamlkit.data import DATASETS, EpisodeSampler, TaskDistribution
 from mamlkit.errors import ConfigError
 from mamlkit.learner import MetaLearner
-from mamlkit.models import MODELS
+from mamlkit.models import MODELS, parse_model
 from mamlkit.training.config import TrainConfig
 from mamlkit.vocabulary import TaskKind
 
@@ -146,7 +146,7 @@ def build_learner(
     mamlkit.errors.ConfigError: model 'conv4' takes inputs of rank 3 but dataset 'sinusoid' gives
     inputs of shape [1]; choose another --model, e.g. --model mlp
     """
-    factory = MODELS.get(config.model)
+    factory, chosen = parse_model(config.model)
     input_ndim = getattr(factory, "input_ndim", None)
     if input_ndim is not None and len(image_shape) != input_ndim:
         fitting = [
@@ -164,7 +164,7 @@ def build_learner(
     algorithm = algorithm_options(config)
     accepted = inspect.signature(factory).parameters
     needs = spec.hooks(**algorithm).model_options()
-    options = {k: v for k, v in needs.items() if k in accepted}
+    options = {**chosen, **{k: v for k, v in needs.items() if k in accepted}}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = factory(

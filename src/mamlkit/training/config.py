@@ -22,7 +22,8 @@ from mamlkit.backends import EXECUTIONS
 from mamlkit.data import DATASETS
 from mamlkit.errors import ConfigError
 from mamlkit.learner import DEFAULT_INNER_LR, DEFAULT_INNER_STEPS
-from mamlkit.models import MODELS
+from mamlkit.models import parse_model
+from mamlkit.registry import UnknownNameError
 
 
 def _option(default: Any, help: str) -> Any:
@@ -62,7 +63,10 @@ class TrainConfig:
         "omniglot", "dataset: a name (mamlkit list shows them) or package.module:factory"
     )
     model: str = _option(
-        "conv4", "model: a name (mamlkit list shows them) or package.module:factory"
+        "conv4",
+        "model: a name (mamlkit list shows them), a variant NAME[option=value,...] such as "
+        "conv4[downsample=stride] (Finn et al.'s strided Omniglot network), or "
+        "package.module:factory",
     )
     ways: int = _option(5, "classes per task (N)")
     shots: int = _option(1, "support examples per class (K)")
@@ -244,7 +248,12 @@ def check_names(config: TrainConfig) -> None:
     """Look up the algorithm, dataset and model names, so a typo fails with "did you mean"
     before any data is read (not after loading a dataset, nor as a missing-data error)."""
     DATASETS.get(config.dataset)
-    MODELS.get(config.model)
+    try:
+        parse_model(config.model)
+    except (ConfigError, UnknownNameError):
+        raise
+    except ValueError as error:  # a malformed variant or an option the model does not take
+        raise ConfigError(str(error)) from None
     resolve_algorithm(config.algorithm)
 
 
