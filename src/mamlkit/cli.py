@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import os
 import re
 import shlex
@@ -17,6 +18,7 @@ import sys
 import textwrap
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mamlkit.algorithms import ALGORITHMS
@@ -29,7 +31,8 @@ from mamlkit.training import EvalConfig, TrainConfig, build_config, eval_run, tr
 from mamlkit.training.config import load_yaml
 from mamlkit.training.distributed import is_main_process, world_size_from_environment
 from mamlkit.training.fits import FITS_FILE
-from mamlkit.training.run_folder import CONFIG_FILE, load_config
+from mamlkit.training.run import FREE_ON_RESUME
+from mamlkit.training.run_folder import BEST_WEIGHTS_FILE, CONFIG_FILE, EVAL_FILE, load_config
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
@@ -191,14 +194,18 @@ def _eval_hint(out: str, evaluation: dict[str, Any]) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in _given(args, TrainConfig)]
+        flags = _given(args, TrainConfig)
+        free = {k: flags.pop(k) for k in list(flags) if k in FREE_ON_RESUME}
+        given = [f"--{k.replace('_', '-')}" for k in flags]
         given += [flag for flag, value in (("--out", args.out), ("--config", args.config),
                   ("--preset", args.preset), ("--overwrite", args.overwrite)) if value]  # fmt: skip
         if given:
             raise ValueError(
-                f"--resume continues the run with its own {CONFIG_FILE}; drop {', '.join(given)}"
+                f"--resume continues the run with its own {CONFIG_FILE} (--iterations may "
+                f"extend it); drop {', '.join(given)}"
             )
-        summary = train_run(load_config(args.resume), args.resume, resume=True)
+        config = dataclasses.replace(load_config(args.resume), **free)
+        summary = train_run(config, args.resume, resume=True)
         args.out = args.resume
         evaluation = None
     else:
@@ -208,11 +215,27 @@ def _train(args: argparse.Namespace) -> int:
         summary = train_run(config, args.out, overwrite=args.overwrite)
     if not is_main_process():
         return 0  # under torchrun, rank 0 reports
+    stopped = {
+        "patience": " (stopped early: no validation improvement within --patience)",
+        "budget": " (stopped by --budget-minutes)",
+    }.get(summary.get("stopped_early") or "", "")
     print(
-        f"trained {summary['algorithm']} for {summary['iterations']} iterations in "
+        f"trained {summary['algorithm']} for {summary['iterations']} iterations{stopped} in "
         f"{summary['train_seconds']:.1f} s (final train loss {summary['final_train_loss']:.4f}); "
         f"run folder: {args.out}"
     )
+    validation = summary.get("validation")
+    if validation:
+        best = validation["best"]
+        score = (
+            f"accuracy {100 * best['val_accuracy']:.2f}%"
+            if best.get("val_accuracy") is not None
+            else f"MSE {best['val_mse']:.4f}"
+        )
+        print(
+            f"best validation {score} at iteration {best['iteration']} "
+            f"({validation['evaluations']} evaluations); kept as {validation['weights_file']}"
+        )
     if evaluation is not None:
         print(f"evaluate it as preset {args.preset} does: {_eval_hint(args.out, evaluation)}")
     return 0
@@ -227,11 +250,25 @@ def _eval(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         progress=not args.no_progress,
     )
-    print(result.summary())
+    print(f"{result.summary()}; {_weights_tested(args.run_dir)}")
     fits = os.path.join(args.run_dir, FITS_FILE)
     if result.mse is not None and os.path.isfile(fits):
         print(f"per-step MSE {', '.join(f'{v:.3f}' for v in result.per_step_loss)}; fits: {fits}")
     return 0
+
+
+def _weights_tested(run_dir: str) -> str:
+    """Which weights ``eval.json`` says were tested, in words."""
+    record = json.loads(Path(run_dir, EVAL_FILE).read_text(encoding="utf-8"))
+    facts = record.get("weights_facts") or {}
+    if record.get("weights_file") == BEST_WEIGHTS_FILE:
+        score = (
+            f"validation accuracy {100 * facts['val_accuracy']:.2f}%"
+            if facts.get("val_accuracy") is not None
+            else f"validation MSE {facts.get('val_mse', float('nan')):.4f}"
+        )
+        return f"the best weights (iteration {facts.get('iteration')}, {score})"
+    return "the final weights"
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -1,15 +1,20 @@
-"""MAML++: the multi-step loss and its annealing, derivative-order annealing, per-step BatchNorm
-weights and per-step running statistics (BNRS)."""
+"""MAML++: the multi-step loss and its annealing, derivative-order annealing (off unless asked,
+and announced when on), per-step BatchNorm weights and per-step running statistics (BNRS)."""
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from mamlkit import MetaLearner
-from mamlkit.algorithms.mamlpp import msl_weights
+from mamlkit import MetaLearner, fit
+from mamlkit.algorithms.mamlpp import FIRST_ORDER_ITERATIONS, msl_weights
 from mamlkit.core import last_step_weights
+from mamlkit.training import LoopState, TrainConfig, train_run
+from tests.helpers.blobs import Flat, linear_tasks
 from tests.helpers.conv4_reference import (
     EXECUTIONS,
     episode,
@@ -67,6 +72,68 @@ def test_derivative_order_annealing_is_first_then_second_order(execution: str) -
         want = reference_meta_loss(learner, data, weights, lr_of, first_order=first_order)
         for got, expected in zip(grads_of(loss, learner), grads_of(want, learner), strict=True):
             torch.testing.assert_close(got, expected)
+
+
+def train_briefly(learner: MetaLearner, iterations: int, done: int = 0) -> list[float]:
+    """``fit`` on ``iterations`` small tasks, ``done`` of them already trained."""
+    batches = [linear_tasks(4, seed=s) for s in range(iterations)]
+    optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
+    return fit(learner, batches, optimizer, progress=False, state=LoopState(iteration=done))
+
+
+def test_derivative_order_annealing_is_off_unless_asked() -> None:
+    learner = MetaLearner(Flat(), "mamlpp", inner_lr=0.1, inner_steps=2)
+    assert FIRST_ORDER_ITERATIONS == 0
+    assert learner.hooks.options["first_order_iterations"] == FIRST_ORDER_ITERATIONS
+    assert TrainConfig().first_order_iterations == FIRST_ORDER_ITERATIONS
+    assert not any(learner.first_order_at(i) for i in range(100))  # second order throughout
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and nothing to say about it
+        train_briefly(learner, 3)
+
+
+SAY_SO = r"\(first_order_iterations={}; set it to 0, --first-order-iterations 0, for second order"
+
+
+@pytest.mark.parametrize(
+    ("first_order_iterations", "message"),
+    [
+        (2, r"^mamlpp: derivative-order annealing: the first 2 of the 4 iterations are first "
+            r"order, the rest second order " + SAY_SO.format(2)),
+        (4, r"^mamlpp: derivative-order annealing makes all 4 iterations first order "
+            r"\(first_order_iterations=4 >= 4 iterations\), so this run never takes a "
+            r"second-order meta-gradient; lower first_order_iterations"),
+        (25000, r"makes all 4 iterations first order \(first_order_iterations=25000 >= 4"),
+    ],
+)  # fmt: skip
+def test_training_says_once_how_many_iterations_are_first_order(
+    first_order_iterations: int, message: str
+) -> None:
+    learner = MetaLearner(
+        Flat(), "mamlpp", inner_lr=0.1, inner_steps=2, first_order_iterations=first_order_iterations
+    )
+    with pytest.warns(UserWarning, match=message) as caught:
+        losses = train_briefly(learner, 4)
+    assert sum("derivative-order annealing" in str(w.message) for w in caught) == 1
+    assert len(losses) == 4  # an explicit length is honoured, even one longer than the run
+
+
+def test_a_run_resumed_after_the_first_order_iterations_is_not_told_again() -> None:
+    learner = MetaLearner(Flat(), "mamlpp", inner_lr=0.1, inner_steps=2, first_order_iterations=2)
+    with pytest.warns(UserWarning, match="the first 2 of the 4 iterations are first order"):
+        train_briefly(learner, 4, done=1)  # one first-order iteration still to come
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_briefly(learner, 4, done=2)
+
+
+def test_mamlkit_train_says_how_many_iterations_are_first_order(tmp_path: Path) -> None:
+    config = TrainConfig(
+        algorithm="mamlpp", dataset="sinusoid", model="mlp", hidden=4, shots=2, queries=2,
+        meta_batch=2, iterations=3, first_order_iterations=1, progress=False,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="the first 1 of the 3 iterations are first order"):
+        train_run(config, tmp_path / "run")
 
 
 # -- per-step BatchNorm weights and running statistics ---------------------------------------------

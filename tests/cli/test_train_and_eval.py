@@ -100,7 +100,7 @@ def test_eval_reports_accuracy_and_writes_eval_json(
         capsys,
     )
     assert code == 0
-    assert re.fullmatch(r"accuracy \d+\.\d\d% \+- \d+\.\d\d% \(6 tasks\)\n", out)
+    assert re.fullmatch(r"accuracy \d+\.\d\d% \+- \d+\.\d\d% \(6 tasks\); the final weights\n", out)
     result = json.loads((trained_run / "eval.json").read_text())
     assert result["tasks"] == 6 and len(result["task_accuracies"]) == 6
     assert 0 <= result["accuracy"] <= 1 and result["std"] >= 0

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mamlkit.cli import main
 from mamlkit.compare import COMPARE_PRESETS, plan_algorithms
 from mamlkit.compare.report import ratio_sentence, recommendations, render_report
-from mamlkit.training import TrainConfig
+from mamlkit.io import load_tensors
+from mamlkit.training import TrainConfig, train_run
 
 TINY = [
     "--ways",
@@ -266,3 +268,55 @@ def test_render_report_without_plots_or_memory() -> None:
     report = render_report(results, {})
     assert "| maml | 50.00% +- 0.50% |" in report and "not measured" in report
     assert "shared by all algorithms: dataset omniglot, ways 5" in report
+
+
+def test_unconverged_algorithms_are_named_and_not_ranked() -> None:
+    flat = [{"val_accuracy": v, "val_ci95": 0.02} for v in (0.80, 0.90, 0.905, 0.903)]
+    rising = [{"val_accuracy": v, "val_ci95": 0.02} for v in (0.50, 0.60, 0.70, 0.80)]
+    algos = [
+        {**fake("maml", 300.0, 1000, 0.90), "validation_curve": flat},
+        {**fake("fomaml", 100.0, 600, 0.95), "validation_curve": rising},
+    ]
+    text = "\n".join(recommendations(algos))
+    assert "Not converged (still improving at the end, so not ranked): fomaml" in text
+    assert "Highest test accuracy: **maml**" in text  # fomaml's higher snapshot is not ranked
+    nothing = "\n".join(recommendations(algos[1:]))
+    assert "No algorithm had converged, so none is recommended" in nothing
+    assert "Highest test accuracy" not in nothing
+
+
+def test_budget_mode_gives_every_algorithm_the_same_training_time(
+    omniglot_root: Path, tmp_path: Path
+) -> None:
+    """``--budget-minutes``: each algorithm trains until its training time reaches the budget;
+    the iterations reached differ by speed, and rerunning one with those iterations (no budget)
+    reproduces its weights exactly."""
+    out = tmp_path / "budget"
+    budget = 0.05  # 3 s of training each
+    args = [a for a in TINY if a not in ("--iterations", "4")]
+    args += ["--iterations", "100000", "--budget-minutes", str(budget)]
+    args += ["--validation", "--eval-every", "5", "--validation-tasks", "3"]
+    where = ["--data-root", str(omniglot_root), "--out", str(out)]
+    code = main(["compare", "--algorithms", "maml,fomaml", *where, *args])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    reached = {}
+    for record in results["algorithms"]:
+        assert record["stopped_early"] == "budget" and record["budget_minutes"] == budget
+        assert 60 * budget <= record["train_seconds"] < 60 * budget + 5
+        assert record["validation_curve"] and record["weights_file"] == "model.best.safetensors"
+        assert len(record["test_curve"]) == 2  # the curve points come by training time
+        reached[record["name"]] = record["iterations"]
+    assert reached["fomaml"] > reached["maml"]  # first order is cheaper per iteration
+    report = (out / "report.md").read_text()
+    assert "Equal wall-clock budget: every algorithm trained for 0.05 minutes" in report
+    assert (out / "validation_vs_time.png").is_file()
+    # a rerun of maml with the iterations it reached, no budget, reproduces its weights
+    plan = json.loads((out / "maml" / "plan.json").read_text())["train"]
+    plan.update(iterations=reached["maml"], budget_minutes=None)
+    again = tmp_path / "again"
+    train_run(TrainConfig(**plan), again)
+    a = load_tensors(out / "maml" / "run" / "model.safetensors")[0]
+    b = load_tensors(again / "model.safetensors")[0]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -178,3 +179,147 @@ def test_constructor_rejects_bad_arguments_before_any_work(kwargs, message) -> N
 def test_numpy_integers_are_accepted() -> None:
     sampler = EpisodeSampler(FakeDataset(), np.int64(5), np.int32(1), 1, 2, seed=np.int64(3))
     assert sampler.sample().support_x.shape == (2, 5, 1, 2, 3)
+
+
+# --- tasks within groups -----------------------------------------------------------------------
+
+
+def _reference_stream(dataset: FakeDataset, ways: int, shots: int, queries: int, b: int, seed: int):
+    """The documented default draws, written out: per task ``rng.choice`` of the classes, then
+    per class the first K+Q of an argsort of random keys (+inf past the class's count)."""
+    rng = np.random.default_rng(seed)
+    counts = dataset.samples_per_class
+    while True:
+        classes = np.stack([rng.choice(len(counts), ways, replace=False) for _ in range(b)])
+        if bool(np.all(counts == counts[0])):
+            keys = rng.random((*classes.shape, int(counts[0])))
+        else:
+            width = int(counts[classes].max())
+            keys = rng.random((*classes.shape, width))
+            keys[np.arange(width) >= counts[classes][..., None]] = np.inf
+        yield classes, np.argsort(keys, axis=-1)[..., : shots + queries]
+
+
+@pytest.mark.parametrize("samples", [8, [8, 9, 10, 8, 8, 12, 8, 8, 8, 8, 8, 11]])
+def test_the_default_stream_is_unchanged(samples) -> None:
+    dataset = FakeDataset(num_classes=12, samples=samples)
+    explicit = EpisodeSampler(dataset, 5, 2, 3, 4, seed=11, groups=None, sources=None)
+    reference = _reference_stream(dataset, 5, 2, 3, 4, seed=11)
+    for _ in range(5):
+        episode = explicit.sample()
+        classes, picked = next(reference)
+        cls, smp = decode(torch.cat([episode.support_x, episode.query_x], dim=1))
+        support_cls, query_cls = cls[:, :10].reshape(4, 5, 2), cls[:, 10:].reshape(4, 5, 3)
+        support_smp, query_smp = smp[:, :10].reshape(4, 5, 2), smp[:, 10:].reshape(4, 5, 3)
+        np.testing.assert_array_equal(support_cls[:, :, 0], classes)
+        np.testing.assert_array_equal(query_cls[:, :, 0], classes)
+        np.testing.assert_array_equal(np.concatenate([support_smp, query_smp], -1), picked)
+    assert not explicit.grouped and set(explicit.state_dict()) == {
+        "version",
+        "seed",
+        "bit_generator",
+    }
+
+
+#: 16 classes: group "a" holds sources 0-2 (2 variants each), "b" sources 3-4, "c" source 5 x4.
+GROUPS = ["a"] * 6 + ["b"] * 6 + ["c"] * 4
+SOURCES = [0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 5]
+
+
+def _tasks(sampler: EpisodeSampler, batches: int) -> np.ndarray:
+    """[batches * B, N] classes of the tasks of ``batches`` meta-batches."""
+    out = []
+    for _ in range(batches):
+        support_cls, _ = decode(sampler.sample().support_x)
+        out.append(support_cls[:, :: sampler.shots])
+    return np.concatenate(out)
+
+
+def test_grouped_tasks_share_a_group_and_hold_distinct_sources() -> None:
+    dataset = FakeDataset(num_classes=16, samples=8)
+    sampler = EpisodeSampler(
+        dataset, 2, 2, 1, meta_batch=50, seed=3, groups=GROUPS, sources=SOURCES
+    )
+    assert sampler.grouped and "groups=2" in repr(sampler)  # "c" has 1 source: skipped
+    tasks = _tasks(sampler, 8)  # 400 tasks
+    groups, sources = np.array(GROUPS), np.array(SOURCES)
+    assert (groups[tasks] == groups[tasks[:, :1]]).all()
+    assert (sources[tasks[:, 0]] != sources[tasks[:, 1]]).all()
+    assert not np.isin(tasks, np.flatnonzero(groups == "c")).any()
+    # Groups are equally likely (200 expected each); every class of an eligible group appears.
+    per_group = Counter(groups[tasks[:, 0]].tolist())
+    assert per_group.keys() == {"a", "b"} and min(per_group.values()) > 160
+    np.testing.assert_array_equal(np.unique(tasks), np.arange(12))
+    # Both label orders occur: labels follow the random order of the drawn sources.
+    assert (tasks[:, 0] < tasks[:, 1]).any() and (tasks[:, 0] > tasks[:, 1]).any()
+
+
+def test_groups_without_sources_and_sources_without_groups() -> None:
+    dataset = FakeDataset(num_classes=16, samples=8)
+    by_group = EpisodeSampler(dataset, 4, 1, 1, 100, groups=np.array(GROUPS), seed=1)
+    tasks = _tasks(by_group, 2)
+    groups = np.array(GROUPS)
+    assert (groups[tasks] == groups[tasks[:, :1]]).all()
+    assert {"a", "b", "c"} == set(groups[tasks[:, 0]].tolist())  # "c" has 4 classes: eligible
+    assert all(len(set(t)) == 4 for t in tasks.tolist())
+    by_source = EpisodeSampler(dataset, 6, 1, 1, 100, sources=torch.tensor(SOURCES), seed=1)
+    tasks = _tasks(by_source, 2)
+    assert all(len(set(np.array(SOURCES)[t].tolist())) == 6 for t in tasks)
+
+
+def test_grouped_stream_is_seeded_resumable_and_leaves_global_rngs_alone() -> None:
+    dataset = FakeDataset(num_classes=16, samples=8)
+    options = {"groups": GROUPS, "sources": SOURCES}
+    _disturb_global_rngs(1)
+    original = EpisodeSampler(dataset, 2, 1, 2, 6, seed=9, **options)
+    np_state, torch_state = np.random.get_state(), torch.get_rng_state()
+    original.sample()
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+    torch.testing.assert_close(torch.get_rng_state(), torch_state)
+    state = json.loads(json.dumps(original.state_dict()))
+    assert state["groups"] == [[3, 6], [2, 6]]
+    expected = [original.sample() for _ in range(3)]
+    _disturb_global_rngs(2)
+    resumed = EpisodeSampler(dataset, 2, 1, 2, 6, seed=0, **options)
+    resumed.load_state_dict(state)
+    for want in expected:
+        for x, y in zip(want, resumed.sample(), strict=True):
+            torch.testing.assert_close(y, x, rtol=0, atol=0)
+    again = EpisodeSampler(dataset, 2, 1, 2, 6, seed=9, **options)
+    again.sample()
+    torch.testing.assert_close(again.sample().query_x, expected[0].query_x, rtol=0, atol=0)
+
+
+def test_states_of_another_grouping_are_refused() -> None:
+    dataset = FakeDataset(num_classes=16, samples=8)
+    grouped = EpisodeSampler(dataset, 2, 1, 1, 2, groups=GROUPS, sources=SOURCES)
+    plain = EpisodeSampler(dataset, 2, 1, 1, 2)
+    before = plain.state_dict()
+    with pytest.raises(ValueError, match="within 2 groups, but this one draws them without"):
+        plain.load_state_dict(grouped.state_dict())
+    assert plain.state_dict() == before  # nothing was restored
+    with pytest.raises(ValueError, match="without groups, but this one draws them within 2"):
+        grouped.load_state_dict(before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"groups": ["a"] * 15}, ValueError, r"groups must hold one label per class of "),
+        ({"sources": list(range(17))}, ValueError, r"sources .* \(16\), got 17"),
+        ({"groups": [[1]] * 16}, TypeError, r"groups must hold hashable labels"),
+        (
+            {"groups": GROUPS, "sources": SOURCES, "ways": 4},
+            ValueError,
+            r"ways=4 but no group of FakeDataset has 4 distinct sources \(the largest has 3\)",
+        ),
+        ({"groups": GROUPS, "ways": 7}, ValueError, r"has 7 classes \(the largest has 6\)"),
+        ({"sources": SOURCES, "ways": 7}, ValueError, r"FakeDataset has only 6 distinct sources"),
+    ],
+)
+def test_bad_groupings_are_refused_at_construction(kwargs, error, message) -> None:
+    dataset = FakeDataset(num_classes=16, samples=8)
+    args = {"ways": 2, "shots": 1, "queries": 1, "meta_batch": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        EpisodeSampler(dataset, **args)
+    assert dataset.calls == 0

@@ -242,8 +242,10 @@ def test_cli_trains_and_evaluates_conv4_on_miniimagenet(data_root: Path, tmp_pat
     assert "dataset: miniimagenet" in config and "hidden: 32" in config
     code = main(["eval", str(out), "--tasks", "2", "--queries", "1", "--no-progress"])
     assert code == 0 and (out / "eval.json").is_file()
-    assert main([*args[:-3], "--validation", "--out", str(tmp_path / "v"), "--no-progress"]) == 2
     assert (
-        "dataset 'miniimagenet' has fixed splits: validation cannot be set"
+        main([*args[:-3], "--split-seed", "1", "--out", str(tmp_path / "v"), "--no-progress"]) == 2
+    )
+    assert (
+        "dataset 'miniimagenet' has fixed splits: split_seed cannot be set"
         in capsys.readouterr().err
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -11,9 +12,11 @@ import pytest
 import torch
 
 from mamlkit import MetaLearner
+from mamlkit.algorithms import resolve_algorithm
 from mamlkit.cli import main
 from mamlkit.io import load_tensors
 from mamlkit.training import Callback, train_run
+from mamlkit.training.build import algorithm_options
 from mamlkit.training.checkpoints import CHECKPOINT_FILE
 from mamlkit.training.config import TrainConfig, dump_yaml
 from tests.helpers.training_runs import (
@@ -36,6 +39,12 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     )
     # mamlpp: learned per-step rates and BatchNorm weights, multi-step loss, cosine schedule
     config = config_of(base, algorithm=algorithm, inner_steps=2, inner_lr=0.1, log_every=1)
+    assert_resume_is_exact(config, tmp_path)
+
+
+def assert_resume_is_exact(config: TrainConfig, tmp_path: Path) -> None:
+    """``config`` (6 iterations) interrupted after iteration 3 and resumed ends bit-identical to
+    the run trained straight through: the same weights and the same logged losses."""
     straight = train_run(config, tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt, match="interrupted after iteration 3 of 6"):
         train_run(config, tmp_path / "stopped", callbacks=[interrupt_at(3)])
@@ -46,10 +55,32 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "stopped")
     assert a.keys() == b.keys()
     for name in a:
-        assert torch.equal(a[name], b[name]), name
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
     lines, expected = (records(tmp_path / name) for name in ("stopped", "straight"))
     assert [r["iteration"] for r in lines] == list(range(1, 7))
     assert [r["loss"] for r in lines] == [r["loss"] for r in expected]
+
+
+@pytest.mark.filterwarnings("ignore:mamlpp. derivative-order annealing")
+@pytest.mark.parametrize(
+    ("data", "first_order_iterations"), [("sinusoid", 0), ("omniglot", 0), ("sinusoid", 5)]
+)
+def test_a_resumed_second_order_mamlpp_run_ends_bit_identical(
+    tmp_path: Path, data: str, first_order_iterations: int, request: pytest.FixtureRequest
+) -> None:
+    """Second-order MAML++ throughout (no derivative-order annealing), or second order from
+    iteration 6, so that the switch from first order falls in the resumed part."""
+    base = (
+        SINUSOID if data == "sinusoid" else omniglot_run(request.getfixturevalue("omniglot_root"))
+    )
+    config = config_of(
+        base, algorithm="mamlpp", first_order_iterations=first_order_iterations, inner_steps=2,
+        inner_lr=0.1, log_every=1,
+    )  # fmt: skip
+    hooks = resolve_algorithm(config.algorithm).hooks(**algorithm_options(config))
+    orders = [hooks.first_order_at(i) for i in range(config.iterations)]
+    assert orders == [i < first_order_iterations for i in range(config.iterations)]
+    assert_resume_is_exact(config, tmp_path)
 
 
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(
@@ -110,7 +141,8 @@ def test_resume_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     train_run(config_of(SINUSOID, iterations=2), run)
     cases = [
         (["train", "--resume", str(run)], "already finished its 2 iterations"),
-        (["train", "--resume", str(run), "--iterations", "4"], "drop --iterations"),
+        (["train", "--resume", str(run), "--shots", "4"], "drop --shots"),
+        (["train", "--resume", str(run), "--iterations", "1"], "already finished its 1 iter"),
         (["train", "--resume", str(tmp_path)], "has no config.yaml"),
         (["train", "--dataset", "sinusoid"], "give --out DIR"),
         (["train", "--dataset", "sinusoid", "--model", "mlp", "--out", str(run)],
@@ -131,14 +163,16 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     (run / "config.yaml").write_text(dump_yaml(TrainConfig(**other)))
     with pytest.raises(ValueError, match=r"shapes differ: model\.features\.block1\.linear\.weight"):
         train_run(TrainConfig(**other), run, resume=True)
+    anil = config_of(SINUSOID, iterations=4, algorithm="anil", log_every=1)
+    with pytest.raises(ValueError, match=r"with other settings \(algorithm, hidden\)"):
+        train_run(anil, run, resume=True)
+    (run / "config.yaml").write_text(dump_yaml(anil))
     with pytest.raises(ValueError, match="checkpoint of algorithm 'maml', but the run is"):
-        train_run(
-            config_of(SINUSOID, iterations=4, algorithm="anil", log_every=1), run, resume=True
-        )
+        train_run(anil, run, resume=True)
     data = (run / CHECKPOINT_FILE).read_bytes()
     (run / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        train_run(config, run, resume=True)
+        train_run(anil, run, resume=True)
 
 
 def test_a_numerical_failure_names_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -159,3 +193,27 @@ def test_a_numerical_failure_names_and_keeps_the_last_good_checkpoint(tmp_path: 
         train_run(config, run, callbacks=[ExplodeAfter()])
     _, metadata = load_tensors(run / CHECKPOINT_FILE)
     assert metadata["iteration"] == "4"
+
+
+def test_resume_with_more_iterations_extends_a_finished_run_exactly(tmp_path: Path) -> None:
+    """``mamlkit train --resume RUN --iterations N`` trains a finished run further; with a
+    constant outer learning rate the result is the run that was asked for N iterations."""
+    whole, extended = tmp_path / "whole", tmp_path / "extended"
+    train_run(config_of(SINUSOID, iterations=6), whole)
+    train_run(config_of(SINUSOID, iterations=4), extended)
+    assert main(["train", "--resume", str(extended), "--iterations", "6", "--no-progress"]) == 0
+    assert "iterations: 6" in (extended / "config.yaml").read_text()
+    a, b = (
+        load_tensors(whole / "model.safetensors")[0],
+        load_tensors(extended / "model.safetensors")[0],
+    )
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    assert json.loads((extended / "summary.json").read_text())["iterations"] == 6
+
+
+def test_a_cosine_schedule_cannot_be_extended(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    train_run(config_of(SINUSOID, iterations=2, outer_lr_schedule="cosine"), run)
+    assert main(["train", "--resume", str(run), "--iterations", "4"]) == 2
+    assert "cosine outer-LR schedule annealed over its 2 iterations" in capsys.readouterr().err

@@ -54,6 +54,22 @@ def test_two_gloo_processes_equal_one_process(
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
+def test_two_gloo_processes_equal_one_process_for_second_order_mamlpp(tmp_path: Path) -> None:
+    # no derivative-order annealing: every process differentiates through the inner loop in
+    # every iteration, and the averaged second-order meta-gradients are the single process's
+    config = config_of(
+        SINUSOID, algorithm="mamlpp", first_order_iterations=0, meta_batch=4, iterations=4,
+        inner_steps=2, inner_lr=0.1, log_every=1, threads=1,
+    )  # fmt: skip
+    (tmp_path / "config.yaml").write_text(dump_yaml(config))
+    single = train_run(config, tmp_path / "one")
+    torchrun("--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "two"))
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and single["processes"] == 1
+    assert summary["task_stream_sha256"] == single["task_stream_sha256"]
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
 def test_a_single_process_checkpoint_resumes_under_torchrun(tmp_path: Path) -> None:
     config = config_of(SINUSOID, algorithm="mamlpp", meta_batch=4, inner_steps=2, log_every=1)
     train_run(config, tmp_path / "straight")

@@ -163,7 +163,7 @@ def test_cli_trains_and_evaluates_sinusoid(
         ["eval", str(run), "--tasks", "20", "--inner-steps", "3", "--no-progress"], capsys
     )
     assert code == 0, err
-    assert re.match(r"MSE \d+\.\d{3} \+- \d+\.\d{3} \(20 tasks\)\n", out)
+    assert re.match(r"MSE \d+\.\d{3} \+- \d+\.\d{3} \(20 tasks\); the final weights\n", out)
     result = json.loads((run / "eval.json").read_text())
     assert result["task"] == "regression" and "accuracy" not in result and "ways" not in result
     assert result["tasks"] == 20 and len(result["task_mse"]) == 20 and result["inner_steps"] == 3
@@ -179,7 +179,7 @@ def test_cli_trains_and_evaluates_sinusoid(
     [
         (["--ways", "3"], "sinusoid is a regression dataset: --ways does not apply"),
         (["--model", "conv4"], "choose another --model, e.g. --model mlp"),
-        (["--validation"], "validation cannot be set"),
+        (["--split-seed", "2"], "split_seed cannot be set"),
     ],
 )
 def test_bad_sinusoid_arguments_fail_in_one_line(

@@ -193,6 +193,11 @@ class Switch(Component):
         split over torchrun processes), or ``None``."""
         return None
 
+    def notice(self, algorithm: str, start: int, total: int) -> str | None:
+        """What a user should be told, once, before ``algorithm`` (its name) trains outer
+        iterations ``start .. total - 1`` of a ``total``-iteration run, or ``None``."""
+        return None
+
 
 #: Step losses by name (the ``step_loss`` setting): ``last`` (:class:`LastStep`) and MAML++'s
 #: ``msl``.
@@ -307,6 +312,13 @@ class AlgorithmHooks:
         ``None``."""
         name = self.spec.name
         return next((r for s in self.switches if (r := s.refusal(situation, name))), None)
+
+    def notices(self, start: int, total: int) -> list[str]:
+        """What to tell the user before training outer iterations ``start .. total - 1`` of a
+        ``total``-iteration run (see :meth:`Switch.notice`); :func:`mamlkit.fit` warns with
+        each."""
+        name = self.spec.name
+        return [n for s in self.switches if (n := s.notice(name, start, total)) is not None]
 
     def objective(
         self,

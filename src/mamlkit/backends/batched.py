@@ -3,7 +3,9 @@ checked against the loop before it is trusted, falling back to the loop where it
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +79,7 @@ class BatchedForward:
         take = min(2, x.shape[0])
         per_task = per_task_names(params, self.loop.param_ndim)
         sample = {n: v.detach() for n, v in task_slice(params, per_task, slice(0, take)).items()}
-        with torch.no_grad():
+        with torch.no_grad(), _full_float32():
             try:
                 got = self.program(sample, x[:take])
             except NotBatchable as error:
@@ -93,3 +95,16 @@ class BatchedForward:
                 warnings.warn(f"{message}; mamlkit runs this model task by task", stacklevel=3)
             return message
         return None
+
+
+@contextlib.contextmanager
+def _full_float32() -> Iterator[None]:
+    """Full float32 convolutions and matrix products while verifying: on a GPU, TF32 (on by
+    default for cuDNN convolutions) rounds the grouped and the per-task convolutions differently,
+    by about 1e-3, which is precision, not a wrong program."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul

@@ -68,6 +68,27 @@ def write_plots(results: dict[str, Any], out: Path) -> dict[str, str]:
         ax.legend()
         save(fig, "accuracy_vs_time.png", "Test accuracy vs wall time")
 
+    if any(a.get("validation_curve") for a in algorithms):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for a in algorithms:
+            pts = [p for p in a.get("validation_curve") or [] if p.get("val_accuracy") is not None]
+            if pts:
+                ax.errorbar(
+                    [p["train_seconds"] for p in pts],
+                    [100 * p["val_accuracy"] for p in pts],
+                    yerr=[100 * p["val_ci95"] for p in pts],
+                    marker=".",
+                    capsize=2,
+                    label=a["name"],
+                )
+        ax.set(
+            xlabel="training time (s)",
+            ylabel="validation accuracy (%)",
+            title="Validation accuracy vs training time",
+        )
+        ax.legend()
+        save(fig, "validation_vs_time.png", "Validation accuracy vs wall time")
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for a in algorithms:
         steps = list(range(len(a["per_step_test_accuracy"])))

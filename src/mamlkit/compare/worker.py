@@ -30,15 +30,22 @@ from mamlkit.training import (
     train_run,
 )
 from mamlkit.training.run_folder import EVAL_FILE, METRICS_FILE
+from mamlkit.training.validation import is_validation_record, learner_device
 
 
 class CurveEvaluation(Callback):
-    """Evaluates on ``curve_tasks`` test tasks at the ``at`` iterations (the accuracy-vs-time
-    curve); its time is not counted as training time. Test tasks of seed ``evaluation.seed + 1``,
+    """Evaluates on ``curve_tasks`` test tasks at the ``at`` iterations, or when the training
+    time first reaches each of ``at_seconds`` (a time budget's curve): the accuracy-vs-time
+    curve. Its time is not counted as training time. Test tasks of seed ``evaluation.seed + 1``,
     not the final test tasks."""
 
     def __init__(
-        self, config: TrainConfig, evaluation: EvalConfig, at: set[int], curve_tasks: int
+        self,
+        config: TrainConfig,
+        evaluation: EvalConfig,
+        at: set[int],
+        curve_tasks: int,
+        at_seconds: list[float] | None = None,
     ) -> None:
         self.config, self.evaluation, self.at, self.curve_tasks = (
             config,
@@ -46,8 +53,10 @@ class CurveEvaluation(Callback):
             at,
             curve_tasks,
         )
+        self.at_seconds = sorted(at_seconds or [])
         self.points: list[dict[str, Any]] = []
-        self.test_set = build_dataset(config, evaluation.split) if at else None
+        wanted = at or self.at_seconds
+        self.test_set = build_dataset(config, evaluation.split) if wanted else None
         self.learner: MetaLearner | None = None
 
     def on_train_start(self, learner: MetaLearner) -> None:
@@ -55,8 +64,11 @@ class CurveEvaluation(Callback):
         self.learner = learner
 
     def on_log(self, record: dict[str, Any]) -> None:
-        """At a curve iteration: evaluate and keep the point."""
-        if record["iteration"] not in self.at or self.learner is None:
+        """At a curve iteration (or time): evaluate and keep the point."""
+        due_by_time = bool(self.at_seconds) and record["train_seconds"] >= self.at_seconds[0]
+        while self.at_seconds and record["train_seconds"] >= self.at_seconds[0]:
+            self.at_seconds.pop(0)
+        if (record["iteration"] not in self.at and not due_by_time) or self.learner is None:
             return
         sampler = build_sampler(
             self.config,
@@ -70,6 +82,7 @@ class CurveEvaluation(Callback):
             sampler,
             tasks=self.curve_tasks,
             inner_steps=self.evaluation.inner_steps,
+            device=learner_device(self.learner),
             progress=False,
         )
         self.points.append(
@@ -89,25 +102,31 @@ def run_plan(folder: Path) -> dict[str, Any]:
     require_classification(config.dataset)
     evaluation = build_config(EvalConfig, plan["evaluation"])
     points, curve_tasks = int(plan["curve_points"]), int(plan["curve_tasks"])
-    at = (
-        {round(config.iterations * (i + 1) / points) for i in range(points)}
-        if points > 0
-        else set()
-    )
-    curve = CurveEvaluation(config, evaluation, at, curve_tasks)
+    at: set[int] = set()
+    at_seconds: list[float] = []
+    if points > 0 and config.budget_minutes is not None:  # equal time: points by training time
+        at_seconds = [60.0 * config.budget_minutes * (i + 1) / points for i in range(points)]
+    elif points > 0:
+        at = {round(config.iterations * (i + 1) / points) for i in range(points)}
+    curve = CurveEvaluation(config, evaluation, at, curve_tasks, at_seconds)
     run_dir = folder / "run"
     summary = train_run(config, run_dir, overwrite=True, callbacks=[curve])
     started = time.perf_counter()
     result = eval_run(run_dir, evaluation, progress=config.progress)
     eval_seconds = time.perf_counter() - started
     eval_json = json.loads((run_dir / EVAL_FILE).read_text())
-    losses = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    logged = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    losses = [r for r in logged if not is_validation_record(r)]
+    validation_curve = [r for r in logged if is_validation_record(r)]
     accuracies = sorted(result.task_accuracies)
     decile = accuracies[: max(1, len(accuracies) // 10)]
     chance = 1.0 / config.ways
     record = {
         "name": config.algorithm,
         "iterations": summary["iterations"],
+        "stopped_early": summary.get("stopped_early"),
+        "budget_minutes": config.budget_minutes,
+        "weights_file": eval_json.get("weights_file"),
         "train_seconds": summary["train_seconds"],
         "seconds_per_iteration": summary["seconds_per_iteration"],
         "peak_memory_bytes": summary["peak_memory_bytes"],
@@ -137,6 +156,7 @@ def run_plan(folder: Path) -> dict[str, Any]:
             for r in losses
         ],
         "test_curve": curve.points,
+        "validation_curve": validation_curve,
         "eval_seconds": eval_seconds,
         "initial_weights_sha256": summary["initial_weights_sha256"],
         "task_stream_sha256": summary["task_stream_sha256"],

@@ -17,7 +17,12 @@ from typing import Any
 
 from mamlkit.data.download import ChecksumError, DownloadError, download_omniglot
 from mamlkit.data.miniimagenet import MiniImageNet, MiniImageNetError
-from mamlkit.data.omniglot import Omniglot, OmniglotArchiveError, split_characters
+from mamlkit.data.omniglot import (
+    Omniglot,
+    OmniglotArchiveError,
+    lake_split_characters,
+    split_characters,
+)
 from mamlkit.data.sampler import EpisodeSampler, FewShotDataset
 from mamlkit.data.sinusoid import Sinusoid, SinusoidSampler, SinusoidTasks, TaskDistribution
 from mamlkit.data.storage import resolve_cache_dir, resolve_data_root
@@ -52,10 +57,12 @@ def make_omniglot(
     validation: bool = False,
     split_seed: int = 0,
     progress: bool = True,
+    split_protocol: str = "vinyals",
     **options: Any,
 ) -> Omniglot:
     """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (rotations, image_size,
-    cache_dir); ``progress``: a progress bar while downloading.
+    cache_dir); ``progress``: a progress bar while downloading; ``split_protocol``: "vinyals"
+    (the default) or "lake" (Lake et al.'s background / evaluation alphabets).
 
     The ``omniglot`` entry of :data:`DATASETS` (what ``--dataset omniglot`` builds).
     """
@@ -66,6 +73,7 @@ def make_omniglot(
         validation=validation,
         split_seed=split_seed,
         progress=progress,
+        split_protocol=split_protocol,
         **options,
     )
 
@@ -116,6 +124,7 @@ __all__ = [
     "SinusoidTasks",
     "TaskDistribution",
     "download_omniglot",
+    "lake_split_characters",
     "make_miniimagenet",
     "make_omniglot",
     "resolve_cache_dir",

@@ -1,16 +1,28 @@
-"""Omniglot for few-shot learning, split and preprocessed as in Vinyals et al. (2016) / Finn et al.
-(2017).
+"""Omniglot for few-shot learning, split and preprocessed as in the few-shot literature.
 
-All 1623 characters of the two official archives are sorted by name ("Alphabet/characterNN"),
-permuted with ``numpy.random.default_rng(split_seed)`` and cut into 1200 "train" and 423 "test"
-characters (or 1100 "train", 100 "val", 423 "test" with ``validation=True``; the test characters
-are the same in both modes). Images are read straight from the zips, resized to
-``image_size`` (28 by default) with Lanczos filtering and inverted so strokes are 1 and background
-0. Rotating a character by 90/180/270 degrees makes three new classes (on by default for "train").
+Two split protocols (``split_protocol``):
+
+* ``"vinyals"`` (the default), Vinyals et al. (2016) / Finn et al. (2017): all 1623 characters of
+  the two official archives are sorted by name ("Alphabet/characterNN"), permuted with
+  ``numpy.random.default_rng(split_seed)`` and cut into 1200 "train" and 423 "test" characters
+  (or 1100 "train", 100 "val", 423 "test" with ``validation=True``; the test characters are the
+  same in both modes). Train and test characters come from the same alphabets.
+* ``"lake"``, Lake et al. (2015): "train" is the background set (the 30 alphabets, 964
+  characters, of ``images_background.zip``), "test" the evaluation set (the 20 alphabets, 659
+  characters, of ``images_evaluation.zip``), so test alphabets are never seen in training. With
+  ``validation=True`` the 5 background alphabets with the fewest characters
+  (:data:`LAKE_VALIDATION_ALPHABETS`, 81 characters) are "val" and the other 25 (883 characters)
+  "train", as in Meta-Dataset (Triantafillou et al. 2020). The split is fixed by the archives:
+  ``split_seed`` does not apply.
+
+Images are read straight from the zips, resized to ``image_size`` (28 by default) with Lanczos
+filtering and inverted so strokes are 1 and background 0. Rotating a character by 90/180/270
+degrees makes three new classes (on by default for "train").
 
 Class index layout: with rotations, class ``c`` is character ``c // 4`` of this split rotated by
 ``(c % 4) * 90`` degrees counter-clockwise; without, class ``c`` is character ``c``. Characters in a
-split are in name order (``Omniglot.characters``).
+split are in name order (``Omniglot.characters``); ``Omniglot.class_alphabets`` names each class's
+alphabet (for within-alphabet episodes, see :class:`~mamlkit.data.EpisodeSampler`).
 
 Decoding the 32,460 PNGs takes seconds, so the decoded uint8 images are cached in a ``.npz`` file
 keyed by the archives' SHA-256, the image size and :data:`FORMAT_VERSION`.
@@ -58,6 +70,61 @@ SPLIT_SIZES: dict[bool, dict[str, int]] = {
 }
 NUM_ROTATIONS = 4
 
+#: The split protocols: Vinyals et al.'s pooled split (the default) and Lake et al.'s alphabets.
+SPLIT_PROTOCOLS: tuple[str, ...] = ("vinyals", "lake")
+
+#: Lake et al.'s background set: the 30 alphabets of ``images_background.zip``, in name order.
+BACKGROUND_ALPHABETS: tuple[str, ...] = (
+    "Alphabet_of_the_Magi",
+    "Anglo-Saxon_Futhorc",
+    "Arcadian",
+    "Armenian",
+    "Asomtavruli_(Georgian)",
+    "Balinese",
+    "Bengali",
+    "Blackfoot_(Canadian_Aboriginal_Syllabics)",
+    "Braille",
+    "Burmese_(Myanmar)",
+    "Cyrillic",
+    "Early_Aramaic",
+    "Futurama",
+    "Grantha",
+    "Greek",
+    "Gujarati",
+    "Hebrew",
+    "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+    "Japanese_(hiragana)",
+    "Japanese_(katakana)",
+    "Korean",
+    "Latin",
+    "Malay_(Jawi_-_Arabic)",
+    "Mkhedruli_(Georgian)",
+    "N_Ko",
+    "Ojibwe_(Canadian_Aboriginal_Syllabics)",
+    "Sanskrit",
+    "Syriac_(Estrangelo)",
+    "Tagalog",
+    "Tifinagh",
+)
+
+#: The "val" alphabets of the lake protocol with ``validation=True``: the 5 background alphabets
+#: with the fewest characters (14, 14, 16, 17 and 20; the next has 22), the choice of Meta-Dataset
+#: (Triantafillou et al. 2020). A rule without a seed, and the largest share of alphabets (5 of
+#: 30) for the fewest characters (81 of 964) taken from training.
+LAKE_VALIDATION_ALPHABETS: tuple[str, ...] = (
+    "Alphabet_of_the_Magi",
+    "Blackfoot_(Canadian_Aboriginal_Syllabics)",
+    "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+    "Ojibwe_(Canadian_Aboriginal_Syllabics)",
+    "Tagalog",
+)
+
+#: Characters per split of the lake protocol, without and with a validation split.
+LAKE_SPLIT_SIZES: dict[bool, dict[str, int]] = {
+    False: {"train": 964, "test": 659},
+    True: {"train": 883, "val": 81, "test": 659},
+}
+
 
 class OmniglotArchiveError(ValueError):
     """An Omniglot archive that cannot be read or lacks the official layout."""
@@ -90,6 +157,44 @@ def split_characters(split: str, *, validation: bool = False, split_seed: int = 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def lake_split_characters(
+    names: Sequence[str], split: str, *, validation: bool = False
+) -> np.ndarray:
+    """Indices into ``names`` ("Alphabet/characterNN") of one split of the lake protocol, sorted.
+
+    "train" is every character of a :data:`BACKGROUND_ALPHABETS` alphabet (less the
+    :data:`LAKE_VALIDATION_ALPHABETS` with ``validation=True``, which are "val"); "test" is every
+    other character (the evaluation alphabets). Fixed by the alphabets: no seed is involved.
+
+    >>> from mamlkit.data import lake_split_characters
+    >>> names = ["Angelic/character01", "Latin/character01", "Tagalog/character01"]
+    >>> lake_split_characters(names, "train"), lake_split_characters(names, "test")
+    (array([1, 2]), array([0]))
+    >>> lake_split_characters(names, "val", validation=True)
+    array([2])
+    """
+    _check_split(split, validation)
+    alphabets = np.array([name.split("/", 1)[0] for name in names], dtype=object)
+    background = np.isin(alphabets, BACKGROUND_ALPHABETS)
+    held_out = np.isin(alphabets, LAKE_VALIDATION_ALPHABETS) & validation
+    masks = {"train": background & ~held_out, "val": held_out, "test": ~background}
+    return np.flatnonzero(masks[split])
+
+
+def _check_protocol(split_protocol: str, split_seed: int) -> str:
+    if split_protocol not in SPLIT_PROTOCOLS:
+        valid = ", ".join(repr(p) for p in SPLIT_PROTOCOLS)
+        raise ValueError(
+            f"unknown omniglot split protocol {split_protocol!r}; valid protocols: {valid}"
+        )
+    if split_protocol == "lake" and split_seed != 0:
+        raise ValueError(
+            f"split_seed applies only to the 'vinyals' split protocol; the 'lake' split is fixed "
+            f"by the archives' alphabets (got split_seed={split_seed!r})"
+        )
+    return split_protocol
+
+
 def _check_split(split: str, validation: bool) -> dict[str, int]:
     sizes = SPLIT_SIZES[bool(validation)]
     if split not in sizes and split in SPLIT_SIZES[True]:
@@ -116,14 +221,19 @@ class Omniglot:
             ``omniglot/images_evaluation.zip`` (default ``$MAMLKIT_DATA``, else
             ``~/.cache/mamlkit``). A folder holding the two zips directly also works.
         split: "train" or "test", or "train"/"val"/"test" with ``validation=True``.
-        validation: carve 100 validation characters out of the 1200 training ones.
+        validation: carve validation characters out of the training ones (100 of the 1200 with
+            the vinyals protocol; the 5 smallest background alphabets with the lake protocol).
         rotations: add the 90/180/270 degree rotations as classes; default only for "train".
         image_size: side of the square images after resizing (105 keeps the originals).
         download: fetch missing archives (see :mod:`mamlkit.data.download`).
         progress: show a progress bar while downloading.
         cache_dir: where decoded images are cached (default ``$MAMLKIT_CACHE``, else
             ``~/.cache/mamlkit/decoded``).
-        split_seed: seed of the character permutation that defines the splits.
+        split_seed: seed of the character permutation that defines the vinyals splits (must be
+            0 with the lake protocol, whose split is fixed).
+        split_protocol: "vinyals" (1623 characters pooled and permuted: 1200 train / 423 test)
+            or "lake" (background alphabets train, evaluation alphabets test: 964 / 659); see
+            the module docstring.
 
     A missing archive is a ``FileNotFoundError`` that says where it was looked for and how to get
     it; a damaged one an :class:`OmniglotArchiveError`. The examples need the archives, so they
@@ -139,6 +249,11 @@ class Omniglot:
     torch.Size([32, 5, 1, 28, 28])
 
     (4800 classes: the 1200 training characters, each also rotated by 90, 180 and 270 degrees.)
+
+    ``class_alphabets`` names the alphabet of every class and ``class_characters`` its character
+    (an index into ``characters``), so an :class:`~mamlkit.data.EpisodeSampler` given
+    ``groups=ds.class_alphabets, sources=ds.class_characters`` draws each task's classes from one
+    alphabet, one rotation per character.
     """
 
     def __init__(
@@ -153,9 +268,14 @@ class Omniglot:
         cache_dir: str | os.PathLike[str] | None = None,
         split_seed: int = 0,
         progress: bool = True,
+        split_protocol: str = "vinyals",
     ) -> None:
         # Cheap argument checks first, before any file is touched.
-        characters = split_characters(split, validation=validation, split_seed=split_seed)
+        self.split_protocol = _check_protocol(split_protocol, split_seed)
+        if split_protocol == "vinyals":
+            characters = split_characters(split, validation=validation, split_seed=split_seed)
+        else:
+            _check_split(split, validation)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.split = split
@@ -171,6 +291,8 @@ class Omniglot:
             )
         except PermissionError as error:
             raise unreadable(error, "Omniglot", self.root, resolve_cache_dir(cache_dir)) from None
+        if split_protocol == "lake":
+            characters = _lake_characters(decoded.names, split, self.validation, self.archives)
         counts = np.diff(decoded.offsets)[characters]
         self.characters: list[str] = [decoded.names[i] for i in characters]
         self.num_characters = len(characters)
@@ -191,18 +313,26 @@ class Omniglot:
             for name in self.characters
             for k in range(self._rot)
         ]
+        alphabet_of = [name.split("/", 1)[0] for name in self.characters]
+        self.alphabets: list[str] = sorted(set(alphabet_of))
+        self.class_alphabets: list[str] = [a for a in alphabet_of for _ in range(self._rot)]
+        self.class_characters: np.ndarray = np.repeat(
+            np.arange(self.num_characters, dtype=np.int64), self._rot
+        )
+        self.class_characters.flags.writeable = False
 
     @property
     def description(self) -> str:
         """How error messages name this dataset, e.g. "the omniglot 'test' split"."""
-        return f"the omniglot {self.split!r} split"
+        lake = " (lake protocol)" if self.split_protocol == "lake" else ""
+        return f"the omniglot {self.split!r} split{lake}"
 
     def __repr__(self) -> str:
         return (
             f"Omniglot(split={self.split!r}, validation={self.validation}, "
             f"classes={self.num_classes}, characters={self.num_characters}, "
             f"rotations={self.rotations}, image_size={self.image_size}, "
-            f"split_seed={self.split_seed})"
+            f"split_seed={self.split_seed}, split_protocol={self.split_protocol!r})"
         )
 
     def get(self, class_indices: Any, sample_indices: Any) -> torch.Tensor:
@@ -243,6 +373,22 @@ class Omniglot:
                     rotated = torch.rot90(images.index_select(0, rows), turns, dims=(1, 2))
                     images.index_copy_(0, rows, rotated)
         return images.unsqueeze(1).to(torch.float32).div_(255.0)
+
+
+def _lake_characters(
+    names: Sequence[str], split: str, validation: bool, archives: Sequence[Path]
+) -> np.ndarray:
+    """:func:`lake_split_characters` of the decoded names, checked against the official split
+    sizes (archives whose alphabets differ from Lake et al.'s are refused, not re-split)."""
+    expected = LAKE_SPLIT_SIZES[validation]
+    sizes = {s: len(lake_split_characters(names, s, validation=validation)) for s in expected}
+    if sizes != expected:
+        raise OmniglotArchiveError(
+            f"the archives {archives[0]} and {archives[1]} do not hold Lake et al.'s alphabets: "
+            f"the lake split protocol gives {sizes} characters, expected {expected}; it needs "
+            f"the official archives"
+        )
+    return lake_split_characters(names, split, validation=validation)
 
 
 def _index_tensor(values: Any, what: str) -> torch.Tensor:

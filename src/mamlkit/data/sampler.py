@@ -4,12 +4,18 @@ Each task of a meta-batch picks ``ways`` distinct classes uniformly at random; a
 its position in that random order (0..N-1), so labels carry no information across tasks. From each
 class it draws ``shots + queries`` distinct samples: the first ``shots`` form the support set, the
 rest the query set. Support and query are ordered by label (label-major).
+
+Given ``groups`` (one label per class, e.g. Omniglot's ``class_alphabets``), every task instead
+draws its classes from one group, chosen uniformly among the groups with at least N sources.
+``sources`` (one label per class, e.g. Omniglot's ``class_characters``; default: every class its
+own) marks classes that are variants of one item (a character and its rotations): a task holds N
+distinct sources of its group, each as one of its classes chosen uniformly.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -127,9 +133,18 @@ class EpisodeSampler(SeededStream):
         meta_batch: B, tasks per episode batch.
         seed: seed of the sampler's ``numpy.random.default_rng``; global RNGs are never used.
         batches: number of meta-batches one iteration yields; ``None`` iterates forever.
+        groups: one label per class (any hashable values, e.g. alphabet names); when given, all
+            N classes of a task share one label. The group is drawn uniformly among the groups
+            that hold N distinct sources (smaller groups are skipped), then N of its sources
+            uniformly without replacement.
+        sources: one label per class; classes sharing one (e.g. a character and its rotations)
+            never appear together in a task: a task draws N distinct sources and one class of
+            each, uniformly. Without ``groups``, the whole dataset is one group.
 
     Impossible requests (more ways than classes, more shots + queries than the smallest class
-    holds) fail at construction with a message naming the dataset.
+    holds, no group with N sources) fail at construction with a message naming the dataset.
+    Without ``groups`` and ``sources`` each task's classes are one ``rng.choice`` of all classes,
+    and the state holds only the generator.
 
     An in-memory dataset of 10 classes with 6 "images" ``[1, 2, 2]`` each:
 
@@ -163,6 +178,14 @@ class EpisodeSampler(SeededStream):
         ...
     ValueError: shots=3 + queries=5 = 8 samples per class are needed but Toy has only 6 samples
     in its smallest class
+
+    Classes 0-3 in group "a", 4-9 in group "b": every task's 3 classes come from one group.
+
+    >>> groups = ["a"] * 4 + ["b"] * 6
+    >>> grouped = EpisodeSampler(Toy(), ways=3, shots=1, queries=1, meta_batch=8, groups=groups)
+    >>> classes = grouped.sample().support_x[:, :, 0, 0, 0].long() // 10
+    >>> bool(((classes < 4).all(1) | (classes >= 4).all(1)).all())
+    True
     """
 
     _noun = "an EpisodeSampler"
@@ -177,6 +200,8 @@ class EpisodeSampler(SeededStream):
         *,
         seed: int = 0,
         batches: int | None = None,
+        groups: Sequence[Any] | np.ndarray | None = None,
+        sources: Sequence[Any] | np.ndarray | None = None,
     ) -> None:
         self.ways = positive_int("ways", ways)
         self.shots = positive_int("shots", shots)
@@ -203,11 +228,38 @@ class EpisodeSampler(SeededStream):
         self.dataset = dataset
         self._counts = counts
         self._uniform = bool(np.all(counts == counts[0]))
+        self._groups: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if groups is not None or sources is not None:
+            self._groups = _group_tables(groups, sources, num_classes, self.ways, name)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether tasks are drawn within groups / from distinct sources (``groups``,
+        ``sources``)."""
+        return self._groups is not None
+
+    def _group_signature(self) -> list[list[int]] | None:
+        """The eligible groups' sizes (sources, classes), recorded in the state to refuse
+        resuming a stream with another grouping."""
+        if self._groups is None:
+            return None
+        return [[len(counts), int(counts.sum())] for _, counts in self._groups]
 
     def _choose_classes(self) -> np.ndarray:
         """[B, N] distinct classes per task, in random order."""
+        if self._groups is not None:
+            return self._choose_grouped_classes(self._groups)
         rng, num_classes = self._rng, len(self._counts)
         tasks = [rng.choice(num_classes, self.ways, replace=False) for _ in range(self.meta_batch)]
+        return np.stack(tasks)
+
+    def _choose_grouped_classes(self, groups: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """[B, N] classes per task: one group, N distinct sources of it, one class per source."""
+        rng, tasks = self._rng, []
+        for _ in range(self.meta_batch):
+            table, counts = groups[int(rng.integers(len(groups)))]
+            picked = rng.choice(len(counts), self.ways, replace=False)
+            tasks.append(table[picked, rng.integers(counts[picked])])
         return np.stack(tasks)
 
     def _choose_samples(self, classes: np.ndarray) -> np.ndarray:
@@ -240,8 +292,74 @@ class EpisodeSampler(SeededStream):
         query_y = labels.repeat_interleave(q).expand(b, -1).contiguous()
         return Episode(support_x, support_y, query_x, query_y)
 
+    def _extra_state(self) -> dict[str, Any]:
+        signature = self._group_signature()
+        return {} if signature is None else {"groups": signature}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; later meta-batches continue its stream exactly. A state
+        saved with another grouping (``groups`` / ``sources``) is refused."""
+        saved, own = state.get("groups"), self._group_signature()
+        if saved != own:
+            raise ValueError(
+                f"sampler state was saved by a sampler drawing tasks {_grouping(saved)}, but this "
+                f"one draws them {_grouping(own)}; resume with the same groups and sources"
+            )
+        super().load_state_dict(state)
+
     def __repr__(self) -> str:
+        grouped = f", groups={len(self._groups)}" if self._groups is not None else ""
         return (
             f"EpisodeSampler(ways={self.ways}, shots={self.shots}, queries={self.queries}, "
-            f"meta_batch={self.meta_batch}, seed={self.seed}, batches={self.batches})"
+            f"meta_batch={self.meta_batch}, seed={self.seed}, batches={self.batches}{grouped})"
         )
+
+
+def _grouping(signature: Any) -> str:
+    return f"within {len(signature)} groups" if signature else "without groups"
+
+
+def _codes(labels: Any, what: str, num_classes: int, name: str) -> np.ndarray:
+    """Integer codes (in order of first appearance) of one hashable label per class."""
+    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    if len(values) != num_classes:
+        raise ValueError(
+            f"{what} must hold one label per class of {name} ({num_classes}), got {len(values)}"
+        )
+    index: dict[Any, int] = {}
+    try:
+        return np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
+    except TypeError:
+        raise TypeError(f"{what} must hold hashable labels (e.g. str or int)") from None
+
+
+def _group_tables(
+    groups: Any, sources: Any, num_classes: int, ways: int, name: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each group holding at least ``ways`` sources (groups and sources in order of first
+    appearance): ``table`` [sources, most classes of one source] of class indices (-1 padded)
+    and ``counts`` [sources], the classes of each source."""
+    everything = np.zeros(num_classes, dtype=np.int64)
+    group_of = everything if groups is None else _codes(groups, "groups", num_classes, name)
+    own = np.arange(num_classes, dtype=np.int64)
+    source_of = own if sources is None else _codes(sources, "sources", num_classes, name)
+    tables, largest = [], 0
+    for group in range(int(group_of.max()) + 1):
+        members = np.flatnonzero(group_of == group)
+        _, row, counts = np.unique(source_of[members], return_inverse=True, return_counts=True)
+        largest = max(largest, len(counts))
+        if len(counts) < ways:
+            continue
+        by_row = np.argsort(row, kind="stable")  # members of source 0, then 1, ... (class order)
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        table = np.full((len(counts), int(counts.max())), -1, dtype=np.int64)
+        table[row[by_row], np.arange(len(members)) - starts] = members[by_row]
+        tables.append((table, counts.astype(np.int64)))
+    if not tables and groups is None:
+        raise ValueError(f"ways={ways} but {name} has only {largest} distinct sources")
+    if not tables:
+        unit = "distinct sources" if sources is not None else "classes"
+        raise ValueError(
+            f"ways={ways} but no group of {name} has {ways} {unit} (the largest has {largest})"
+        )
+    return tables

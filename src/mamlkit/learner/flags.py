@@ -25,8 +25,9 @@ class MAML(MetaLearner):
 
     ``MAML(model)`` is MAML (Finn 2017); ``first_order=True`` FOMAML; ``plus_plus=True`` MAML++
     (the ``mamlpp`` preset: multi-step loss, per-layer per-step learned LRs, per-step BatchNorm
-    weights, derivative-order annealing, cosine meta LR); both flags: first-order MAML++. The
-    defaults are :class:`~mamlkit.MetaLearner`'s.
+    weights, derivative-order annealing, off unless ``first_order_iterations`` is given, and the
+    cosine meta LR that :func:`~mamlkit.train_maml` and ``mamlkit train`` apply); both flags:
+    first-order MAML++. The defaults are :class:`~mamlkit.MetaLearner`'s.
 
     >>> import torch, mamlkit
     >>> learner = mamlkit.MAML(torch.nn.Linear(4, 3), inner_lr=0.1, inner_steps=2, plus_plus=True)

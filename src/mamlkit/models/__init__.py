@@ -46,7 +46,6 @@ MODELS.add("mlp", MLP)
 MODELS.add("resnet12", ResNet12)
 
 
-
 def _option_value(text: str) -> object:
     """A model option's value: ``true``/``false``, an int, a float, else the text itself."""
     lowered = text.lower()

@@ -4,10 +4,12 @@ Four blocks of [3x3 conv (``hidden`` filters, padding 1), BatchNorm, ReLU, 2x2 m
 linear head. ``downsample="stride"`` is Finn et al.'s Omniglot network instead: each block's conv
 has stride 2 and no max-pool follows, and the head sees the features averaged over the remaining
 positions (their code's ``reduce_mean`` for every dataset but mini-ImageNet); it has the same
-parameters and does about a quarter of the convolution work. BatchNorm follows the MAML papers' convention: it always normalises with the
-statistics of the batch it is given (``track_running_stats=False``), in training and at test time,
-so each task's support and query sets are normalised by their own statistics and no running
-averages leak across tasks. Its affine scale and shift are ordinary parameters (they adapt).
+parameters and does about a quarter of the convolution work.
+
+BatchNorm follows the MAML papers' convention: it always normalises with the statistics of the
+batch it is given (``track_running_stats=False``), in training and at test time, so each task's
+support and query sets are normalised by their own statistics and no running averages leak across
+tasks. Its affine scale and shift are ordinary parameters (they adapt).
 ``track_running_stats=True`` builds the layers with running statistics instead, which MAML++'s
 per-step statistics (BNRS) collect during meta-training and normalise with at evaluation.
 """
@@ -18,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from mamlkit.checks import FOUR_POOLS, model_sizes
-
 
 #: How a Conv4 block halves the image side: a 2x2 max-pool after the conv, or a stride-2 conv.
 DOWNSAMPLES = ("pool", "stride")

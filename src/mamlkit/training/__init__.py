@@ -4,6 +4,7 @@
 * :mod:`.evaluation`: :func:`evaluate`, :func:`eval_run` and :class:`EvalResult`;
 * :mod:`.config`: :class:`TrainConfig` and :class:`EvalConfig` (what a run is);
 * :mod:`.build`: building the device, dataset, task stream, learner and schedule of a config;
+* :mod:`.schedules`: the outer learning-rate schedule, built alike for every entry point;
 * :mod:`.run`: :func:`train_run`, a config trained into a run folder;
 * :mod:`.run_folder`: the run folder's files, weights and :func:`load_run`;
 * :mod:`.callbacks`: the metrics file, checkpoints with the Ctrl-C stop, process averaging;

@@ -23,6 +23,7 @@ from mamlkit.errors import ConfigError
 from mamlkit.learner import MetaLearner
 from mamlkit.models import MODELS, parse_model
 from mamlkit.training.config import TrainConfig
+from mamlkit.training.schedules import chosen_schedule, outer_lr_scheduler
 from mamlkit.vocabulary import TaskKind
 
 
@@ -53,16 +54,21 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
 
     Every factory gets ``root``, ``split`` and ``download``; ``validation`` and ``split_seed`` go
     to factories that take them, and setting them for one that does not is an error (never a
-    silently ignored flag).
+    silently ignored flag). ``omniglot_split`` goes to a factory that takes ``split_protocol``
+    (Omniglot's); another value than the default is refused for any other dataset.
 
     >>> from mamlkit.training import TrainConfig, build_dataset
     >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp"), "test")
     Sinusoid(split='test', amplitude=(0.1, 5.0), phase=(0.0, 3.14159...), x_range=(-5.0, 5.0))
-    >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp", validation=True), "test")
+    >>> build_dataset(TrainConfig(dataset="sinusoid", model="mlp", split_seed=1), "test")
     Traceback (most recent call last):
         ...
-    mamlkit.errors.ConfigError: dataset 'sinusoid' has fixed splits: validation cannot be set
-    (got True)
+    mamlkit.errors.ConfigError: dataset 'sinusoid' has fixed splits: split_seed cannot be set
+    (got 1)
+
+    ``validation`` is passed to a dataset that carves its validation split out of the others
+    (Omniglot); one with a fixed validation split of its own (mini-ImageNet, sinusoid) just has
+    it evaluated.
     """
     factory = DATASETS.get(config.dataset)
     accepted = inspect.signature(factory).parameters
@@ -72,10 +78,18 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
         value = getattr(config, key)
         if key in accepted:
             options[key] = value
-        elif value != default:
+        elif value != default and key != "validation":
             raise ConfigError(
                 f"dataset {config.dataset!r} has fixed splits: {key} cannot be set (got {value!r})"
             )
+    if "split_protocol" in accepted:
+        options["split_protocol"] = config.omniglot_split
+    elif config.omniglot_split != _default(TrainConfig, "omniglot_split"):
+        raise ConfigError(
+            f"--omniglot-split {config.omniglot_split} applies only to omniglot: dataset "
+            f"{config.dataset!r} has its own class split (leave omniglot_split at "
+            f"{_default(TrainConfig, 'omniglot_split')})"
+        )
     if "progress" in accepted:
         options["progress"] = config.progress
     return factory(root=config.data_root, split=split, download=config.download, **options)
@@ -108,16 +122,52 @@ def build_sampler(
     config: TrainConfig, dataset: Any, *, queries: int, meta_batch: int, seed: int
 ) -> Any:
     """The task stream of ``dataset``: an :class:`~mamlkit.data.EpisodeSampler` of ``ways``-way
-    tasks, or for a regression dataset its own ``task_sampler`` (then ``ways`` must be left at its
-    default: it does not apply, and is refused rather than ignored)."""
+    tasks, or for a regression dataset its own ``task_sampler`` (then ``ways`` and ``episodes``
+    must be left at their defaults: they do not apply, and are refused rather than ignored).
+    ``episodes`` decides how a task's classes are drawn (:func:`episode_grouping`)."""
     if dataset_task(dataset) == TaskKind.REGRESSION:
         if config.ways != _default(TrainConfig, "ways"):
             raise ConfigError(
                 f"{config.dataset} is a regression dataset: --ways does not apply (got "
                 f"{config.ways}); leave it unset and give the points per task with --shots"
             )
+        if config.episodes != _default(TrainConfig, "episodes"):
+            raise ConfigError(
+                f"{config.dataset} is a regression dataset: --episodes does not apply (got "
+                f"{config.episodes}); leave it unset"
+            )
         return dataset.task_sampler(config.shots, queries, meta_batch, seed=seed)
-    return EpisodeSampler(dataset, config.ways, config.shots, queries, meta_batch, seed=seed)
+    grouping = episode_grouping(config, dataset)
+    return EpisodeSampler(
+        dataset, config.ways, config.shots, queries, meta_batch, seed=seed, **grouping
+    )
+
+
+def episode_grouping(config: TrainConfig, dataset: Any) -> dict[str, Any]:
+    """The :class:`~mamlkit.data.EpisodeSampler` options for ``config.episodes``: none for
+    ``any``; for ``within_alphabet`` the dataset's ``class_alphabets`` as groups and its
+    ``class_characters`` (when it has them) as sources, so each task holds N distinct characters
+    of one alphabet. A dataset without ``class_alphabets`` is refused.
+
+    >>> from mamlkit.training import TrainConfig
+    >>> from mamlkit.training.build import episode_grouping
+    >>> episode_grouping(TrainConfig(), object())
+    {}
+    >>> episode_grouping(TrainConfig(dataset="miniimagenet", episodes="within_alphabet"), object())
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: --episodes within_alphabet needs a dataset whose classes belong to
+    alphabets (a class_alphabets attribute, as omniglot has); dataset 'miniimagenet' has none
+    """
+    if config.episodes == "any":
+        return {}
+    alphabets = getattr(dataset, "class_alphabets", None)
+    if alphabets is None:
+        raise ConfigError(
+            f"--episodes {config.episodes} needs a dataset whose classes belong to alphabets (a "
+            f"class_alphabets attribute, as omniglot has); dataset {config.dataset!r} has none"
+        )
+    return {"groups": alphabets, "sources": getattr(dataset, "class_characters", None)}
 
 
 def build_learner(
@@ -208,16 +258,19 @@ def outer_lr_schedule(config: TrainConfig) -> str:
     >>> outer_lr_schedule(TrainConfig(algorithm="maml", outer_lr_schedule="cosine"))
     'cosine'
     """
-    return config.outer_lr_schedule or resolve_algorithm(config.algorithm).outer_lr_schedule
+    return chosen_schedule(resolve_algorithm(config.algorithm), config.outer_lr_schedule)
 
 
 def make_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The outer learning-rate schedule: constant, or cosine annealing to ``outer_lr_min``
-    (``outer_lr_schedule`` unset: the algorithm's own, cosine for the MAML++ presets)."""
-    if outer_lr_schedule(config) == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=config.iterations, eta_min=config.outer_lr_min
-        )
-    return None
+    """The outer learning-rate schedule: constant, or cosine annealing to ``outer_lr_min`` over
+    ``iterations`` (``outer_lr_schedule`` unset: the algorithm's own, cosine for the MAML++
+    presets). Built by :func:`~mamlkit.training.schedules.outer_lr_scheduler`, as
+    :func:`~mamlkit.train_maml` builds its schedule."""
+    return outer_lr_scheduler(
+        optimizer,
+        outer_lr_schedule(config),
+        iterations=config.iterations,
+        lr_min=config.outer_lr_min,
+    )

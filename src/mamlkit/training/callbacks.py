@@ -52,6 +52,10 @@ class MetricsLog(Callback):
     def on_log(self, record: Record) -> None:
         """Keep ``record``; write and flush it as one line."""
         self.records.append(record)
+        self.write(record)
+
+    def write(self, record: Record) -> None:
+        """Append ``record`` to the file only (e.g. a validation evaluation's record)."""
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
@@ -100,8 +104,14 @@ class Checkpoints(Callback):
         # lands during the all-reduce would be overwritten and lost (seen: 1 run in 10 under
         # torchrun then trained on until torchrun killed it); it is seen next iteration.
         stopping = any_rank(self.stop.requested, self.group, self.device)
+        # an early stop (patience, time budget) decided on one process ends training on all
+        ending = state.stop_reason is not None
+        if self.group.distributed:
+            ending = any_rank(ending, self.group, self.device)
+        if ending and state.stop_reason is None:
+            state.stop_reason = "another process stopped"
         done = state.iteration
-        if stopping or done % self.every == 0 or done == self.iterations:
+        if stopping or ending or done % self.every == 0 or done == self.iterations:
             self.write(done, state.train_seconds)
         if stopping:
             raise KeyboardInterrupt(

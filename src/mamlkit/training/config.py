@@ -20,10 +20,15 @@ from mamlkit.algorithms import DEFAULT_ALGORITHM, OUTER_LR_SCHEDULES, resolve_al
 from mamlkit.algorithms.mamlpp import FIRST_ORDER_ITERATIONS, MSL_ANNEAL_ITERATIONS
 from mamlkit.backends import EXECUTIONS
 from mamlkit.data import DATASETS
+from mamlkit.data.omniglot import SPLIT_PROTOCOLS
 from mamlkit.errors import ConfigError
 from mamlkit.learner import DEFAULT_INNER_LR, DEFAULT_INNER_STEPS
 from mamlkit.models import parse_model
 from mamlkit.registry import UnknownNameError
+from mamlkit.training.schedules import DEFAULT_OUTER_LR_MIN
+
+#: How a task's classes are drawn (``episodes``): from the whole split, or all from one alphabet.
+EPISODES: tuple[str, ...] = ("any", "within_alphabet")
 
 
 def _option(default: Any, help: str) -> Any:
@@ -81,14 +86,17 @@ class TrainConfig:
         "outer learning-rate schedule: constant or cosine (annealed to outer_lr_min); default: "
         "the algorithm's (cosine for the MAML++ presets, else constant)",
     )
-    outer_lr_min: float = _option(1e-5, "final outer learning rate of the cosine schedule")
+    outer_lr_min: float = _option(
+        DEFAULT_OUTER_LR_MIN, "final outer learning rate of the cosine schedule"
+    )
     msl_anneal_iterations: int = _option(
         MSL_ANNEAL_ITERATIONS,
         "MAML++ multi-step loss: iterations until only the last step counts",
     )
     first_order_iterations: int = _option(
         FIRST_ORDER_ITERATIONS,
-        "MAML++ derivative-order annealing: first-order iterations before second order starts",
+        "MAML++ derivative-order annealing: first-order iterations before second order starts "
+        "(0: off, second order throughout, as in the paper's released configs)",
     )
     hidden: int = _option(
         64,
@@ -97,7 +105,45 @@ class TrainConfig:
     )
     seed: int = _option(0, "seed of the weights and of the training task stream")
     split_seed: int = _option(0, "seed of the class split (keep 0 for the standard split)")
-    validation: bool = _option(False, "use the 1100/100/423 split with a validation split")
+    omniglot_split: str = _option(
+        "vinyals",
+        "Omniglot character split: vinyals (all 1623 characters shuffled with --split-seed: 1200 "
+        "train / 423 test, as Vinyals et al. 2016 and Finn et al. 2017) or lake (Lake et al. "
+        "2015: the 30 background alphabets train, the 20 evaluation alphabets test: 964 / 659)",
+    )
+    episodes: str = _option(
+        "any",
+        "how a task's N classes are drawn, in training and evaluation: any (uniformly from the "
+        "split) or within_alphabet (N distinct characters of one alphabet, as in Lake et al.'s "
+        "one-shot tasks; needs a dataset with alphabets, i.e. omniglot)",
+    )
+    validation: bool = _option(
+        False,
+        "hold out a validation split (Omniglot: 1100/100/423 characters; 883/81/659, 5 "
+        "background alphabets held out, with --omniglot-split lake) and evaluate on it "
+        "during training (see --eval-every); the best weights are kept as model.best.safetensors",
+    )
+    eval_every: int | None = _option(
+        None,
+        "iterations between validation evaluations (needs --validation; default: a tenth of the "
+        "run, at least 1)",
+    )
+    validation_tasks: int = _option(
+        200, "validation tasks per evaluation (the same tasks every time; needs --validation)"
+    )
+    validation_steps: int | None = _option(
+        None, "inner steps at validation (default: --inner-steps; needs --validation)"
+    )
+    patience: int | None = _option(
+        None,
+        "stop training after this many validation evaluations without improvement (needs "
+        "--validation; default: never)",
+    )
+    budget_minutes: float | None = _option(
+        None,
+        "stop training when its training time reaches this many minutes (validation and "
+        "checkpoint time not counted); the iterations reached are recorded in summary.json",
+    )
     device: str = _option("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
     threads: int | None = _option(None, "torch CPU threads (default: torch's choice)")
     execution: str = _option(
@@ -132,7 +178,8 @@ class EvalConfig:
 
     >>> from mamlkit.training.config import EvalConfig
     >>> EvalConfig(tasks=100)
-    EvalConfig(tasks=100, inner_steps=None, queries=15, seed=0, meta_batch=25, split='test')
+    EvalConfig(tasks=100, inner_steps=None, queries=15, seed=0, meta_batch=25, split='test',
+               weights='auto')
     >>> EvalConfig(tasks=100).to_dict()["split"]
     'test'
     """
@@ -145,6 +192,11 @@ class EvalConfig:
     seed: int = _option(0, "seed of the test task stream")
     meta_batch: int = _option(25, "tasks evaluated at once")
     split: str = _option("test", "split to evaluate on")
+    weights: str = _option(
+        "auto",
+        "weights to test: best (kept by a run with --validation), final, or auto (the best when "
+        "the run kept them, else the final ones)",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -165,6 +217,10 @@ POSITIVE_INTS = (
     "log_every",
     "checkpoint_every",
     "tasks",
+    "eval_every",
+    "validation_tasks",
+    "validation_steps",
+    "patience",
 )
 
 
@@ -228,6 +284,10 @@ def validate(config: Any) -> None:
         raise ConfigError(
             f"outer_lr_schedule must be one of {', '.join(OUTER_LR_SCHEDULES)}, got {schedule!r}"
         )
+    weights = getattr(config, "weights", "auto")
+    if weights not in ("auto", "best", "final"):
+        raise ConfigError(f"weights must be one of auto, best, final, got {weights!r}")
+    check_protocol(config)
     execution = getattr(config, "execution", "auto")
     if execution not in EXECUTIONS:
         raise ConfigError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}")
@@ -240,8 +300,60 @@ def validate(config: Any) -> None:
     for key in ("msl_anneal_iterations", "first_order_iterations"):
         if getattr(config, key, 0) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
+    budget = getattr(config, "budget_minutes", None)
+    if budget is not None and not (0 < budget < float("inf")):
+        raise ConfigError(f"budget_minutes must be a finite number > 0, got {budget}")
     if isinstance(config, TrainConfig):
+        check_validation(config)
         check_names(config)
+
+
+def check_validation(config: TrainConfig) -> None:
+    """Validation settings need ``validation=True``: given without it they would be ignored,
+    so they are refused instead."""
+    if config.validation:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    given = [
+        key
+        for key in ("eval_every", "validation_tasks", "validation_steps", "patience")
+        if getattr(config, key) != defaults[key]
+    ]
+    if given:
+        flags = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise ConfigError(
+            f"{flags} only apply with a validation split; add --validation (validation: true)"
+        )
+
+
+def validation_interval(config: TrainConfig) -> int:
+    """Iterations between validation evaluations: ``eval_every``, else a tenth of the run.
+
+    >>> from mamlkit.training.config import TrainConfig, validation_interval
+    >>> validation_interval(TrainConfig(iterations=1000, validation=True))
+    100
+    >>> validation_interval(TrainConfig(iterations=5, validation=True, eval_every=2))
+    2
+    """
+    return config.eval_every or max(1, config.iterations // 10)
+
+
+def check_protocol(config: Any) -> None:
+    """Check ``omniglot_split`` and ``episodes`` (a :class:`TrainConfig`'s; other configs have
+    neither): known values, and no ``split_seed`` for the fixed lake split."""
+    split = getattr(config, "omniglot_split", SPLIT_PROTOCOLS[0])
+    if split not in SPLIT_PROTOCOLS:
+        raise ConfigError(
+            f"omniglot_split must be one of {', '.join(SPLIT_PROTOCOLS)}, got {split!r}"
+        )
+    if split == "lake" and config.split_seed != 0:
+        raise ConfigError(
+            f"split_seed applies only to omniglot_split vinyals; the lake split is fixed by the "
+            f"archives' alphabets (got split_seed={config.split_seed})"
+        )
+    episodes = getattr(config, "episodes", EPISODES[0])
+    if episodes not in EPISODES:
+        raise ConfigError(f"episodes must be one of {', '.join(EPISODES)}, got {episodes!r}")
 
 
 def check_names(config: TrainConfig) -> None:
@@ -347,5 +459,6 @@ def dump_yaml(config: Any) -> str:
     seed: 0
     meta_batch: 25
     split: test
+    weights: auto
     """
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

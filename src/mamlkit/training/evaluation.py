@@ -20,8 +20,8 @@ from mamlkit.progress import progress_bar
 from mamlkit.training.build import build_dataset, build_sampler, resolve_device
 from mamlkit.training.config import EvalConfig, TrainConfig
 from mamlkit.training.fits import FITS_FILE, write_regression_fits
-from mamlkit.training.run_folder import EVAL_FILE, load_run
-from mamlkit.training.telemetry import TensorDigest, digesting
+from mamlkit.training.run_folder import EVAL_FILE, load_run, weights_facts, weights_file
+from mamlkit.training.telemetry import TensorDigest, digesting, environment
 from mamlkit.vocabulary import TaskKind
 
 
@@ -199,6 +199,8 @@ def eval_run(
 ) -> EvalResult:
     """Evaluate a trained run as ``evaluation`` says; writes ``eval.json`` into the run folder.
 
+    ``evaluation.weights`` chooses the weights: by default the validation's best when the run
+    kept them (``--validation``), else the final ones; ``eval.json`` names the file tested.
     A regression run (e.g. ``sinusoid``) is scored by MSE and also writes ``fits.png``: the true
     function, the support points and the predictions before adaptation, after one step and after
     K steps for the first 4 test tasks (when its sampler has ``sample_with_tasks``, as the
@@ -207,7 +209,8 @@ def eval_run(
     """
     evaluation = evaluation or EvalConfig()
     run_dir = Path(run_dir)
-    config, learner = load_run(run_dir)
+    tested = weights_file(run_dir, evaluation.weights)
+    config, learner = load_run(run_dir, weights=evaluation.weights)
     if data_root is not None:
         config.data_root = data_root
     target = resolve_device(device or config.device)
@@ -228,6 +231,9 @@ def eval_run(
         **result.to_dict(),  # its inner_steps: the steps used, also when the config's is None
         "shots": config.shots,
         "test_tasks_sha256": tasks_digest.hexdigest(),
+        "weights_file": tested.name,
+        "weights_facts": weights_facts(tested),  # iteration and validation score of the best
+        "environment": environment(),
     }
     if result.task == TaskKind.REGRESSION:
         if hasattr(sampler, "sample_with_tasks"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,12 @@ from torch import Tensor, nn
 from mamlkit.episodes import episode_tensors
 from mamlkit.learner import DEFAULT_INNER_LR, DEFAULT_INNER_STEPS, MAML, MetaLearner
 from mamlkit.progress import progress_bar
+from mamlkit.training.distributed import is_main_process
+from mamlkit.training.schedules import (
+    DEFAULT_OUTER_LR_MIN,
+    chosen_schedule,
+    outer_lr_scheduler,
+)
 
 Record = dict[str, Any]
 
@@ -76,6 +83,8 @@ class LoopState:
 
     iteration: int = 0
     train_seconds: float = 0.0
+    #: Set by a callback to end training after this iteration (e.g. "patience", "budget").
+    stop_reason: str | None = None
 
 
 def _limited(episodes: Iterable[Any], iterations: int | None) -> Iterator[Any]:
@@ -118,7 +127,10 @@ def fit(
     ``scheduler.step()``). A non-finite loss or meta-gradient stops training before the step
     with a ``FloatingPointError`` naming the iteration (and the first inner step whose query loss
     is not finite, where one is). ``learner.iteration`` is set to each iteration's 0-based index
-    first, so the algorithm's schedules follow it. Returns the per-iteration losses.
+    first, so the algorithm's schedules follow it. Returns the per-iteration losses. What the
+    algorithm says a run should know before it starts (e.g. that MAML++'s derivative-order
+    annealing keeps its first iterations first order) is issued once as a ``UserWarning`` (by
+    rank 0 alone under torchrun).
 
     ``callbacks`` are :class:`Callback` objects or plain functions, which are called with each
     logged record (every ``log_every`` iterations and at the last one); a record's
@@ -127,7 +139,9 @@ def fit(
 
     Resuming: ``state`` says how many iterations are already done and their training time
     (``episodes`` continues their stream, the learner and optimiser hold their state);
-    iterations ``state.iteration + 1 .. iterations`` run.
+    iterations ``state.iteration + 1 .. iterations`` run. ``state`` is updated in place, so after
+    the call it says where training ended; a callback that sets ``state.stop_reason`` ends it
+    after the current iteration (early stopping, a time budget).
 
     ``episodes`` yields ``(support_x, support_y, query_x, query_y)`` meta-batches, e.g. an
     :class:`~mamlkit.data.EpisodeSampler` (moved to ``device`` if given). An endless stream needs
@@ -153,11 +167,15 @@ def fit(
     total = _total(episodes, iterations)
     if total is None:
         raise ValueError("the task loader is endless: pass iterations=N")
-    state = LoopState() if state is None else LoopState(state.iteration, state.train_seconds)
+    state = LoopState() if state is None else state
+    state.stop_reason = None
     if not 0 <= state.iteration <= total:
         raise ValueError(
             f"the iterations already done must be in 0..{total}, got {state.iteration}"
         )
+    if is_main_process():  # once, not once per torchrun process
+        for message in learner.hooks.notices(state.iteration, total):
+            warnings.warn(message, stacklevel=2)  # e.g. MAML++'s first-order iterations
     hooks = [c if isinstance(c, Callback) else _LogFunction(c) for c in callbacks]
     losses: list[float] = []
     stream = _limited(episodes, total - state.iteration)
@@ -196,17 +214,23 @@ def fit(
             if "accuracy" in metrics:  # classification only
                 postfix["acc"] = f"{metrics['accuracy']:.3f}"
             bar.set_postfix(postfix)
-            if (index + 1) % log_every == 0 or index + 1 == total:
-                record = {
-                    "iteration": index + 1,
-                    **metrics,
-                    "iteration_seconds": seconds,
-                    "train_seconds": state.train_seconds,
-                }
+            record = {
+                "iteration": index + 1,
+                **metrics,
+                "iteration_seconds": seconds,
+                "train_seconds": state.train_seconds,
+            }
+            logged = (index + 1) % log_every == 0 or index + 1 == total
+            if logged:
                 for hook in hooks:
                     hook.on_log(record)
             for hook in hooks:
                 hook.on_iteration_end(state)
+            if state.stop_reason is not None:
+                if not logged:  # the last iteration is always logged
+                    for hook in hooks:
+                        hook.on_log(record)
+                break
     return losses
 
 
@@ -253,6 +277,8 @@ def train_maml(
     plus_plus: bool = False,
     *,
     iterations: int | None = None,
+    outer_lr_schedule: str | None = None,
+    outer_lr_min: float = DEFAULT_OUTER_LR_MIN,
     device: torch.device | str | None = None,
     progress: bool = True,
     **settings: Any,
@@ -261,8 +287,12 @@ def train_maml(
 
     ``task_dataloader`` yields ``(support_x, support_y, query_x, query_y)`` task batches (e.g. an
     :class:`mamlkit.data.EpisodeSampler`); it is consumed once, or for ``iterations`` batches.
-    The outer optimiser is Adam with ``outer_lr``. Returns the trained model, the learner (which
-    holds any learned inner learning rates) and the per-iteration meta-losses. ``settings`` go to
+    The outer optimiser is Adam with ``outer_lr``, on the algorithm's outer learning-rate
+    schedule unless ``outer_lr_schedule`` names another (``constant``, or ``cosine``: annealed to
+    ``outer_lr_min`` over the run, MAML++'s), built as ``mamlkit train`` builds it, so both give
+    the same run. A cosine schedule needs the run's length: ``iterations``, else
+    ``len(task_dataloader)``. Returns the trained model, the learner (which holds any learned
+    inner learning rates) and the per-iteration meta-losses. ``settings`` go to
     :class:`~mamlkit.MAML` (e.g. ``task="regression"``, ``execution="loop"``). The defaults are
     those of :class:`~mamlkit.MetaLearner` and ``mamlkit train`` (Finn et al.'s Omniglot 5-way
     1-step setting); regression wants a smaller ``inner_lr`` (0.01 for the sinusoid).
@@ -297,7 +327,19 @@ def train_maml(
     if device is not None:
         learner.to(device)
     optimizer = torch.optim.Adam(learner.parameters(), lr=outer_lr)
+    scheduler = outer_lr_scheduler(
+        optimizer,
+        chosen_schedule(learner.algorithm, outer_lr_schedule),
+        iterations=_total(task_dataloader, iterations),
+        lr_min=outer_lr_min,
+    )
     losses = fit(
-        learner, task_dataloader, optimizer, iterations=iterations, device=device, progress=progress
+        learner,
+        task_dataloader,
+        optimizer,
+        iterations=iterations,
+        scheduler=scheduler,
+        device=device,
+        progress=progress,
     )
     return learner.model, learner, losses

@@ -7,6 +7,7 @@ the metrics file, checkpoints with the Ctrl-C stop, and gradient averaging under
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from mamlkit.training.build import (
 )
 from mamlkit.training.callbacks import AverageOverProcesses, Checkpoints, MetricsLog
 from mamlkit.training.checkpoints import CHECKPOINT_FILE, TrainingState, load_checkpoint
-from mamlkit.training.config import TrainConfig, dump_yaml
+from mamlkit.training.config import TrainConfig, dump_yaml, validation_interval
 from mamlkit.training.distributed import (
     ProcessGroup,
     barrier,
@@ -40,10 +41,12 @@ from mamlkit.training.distributed import (
 from mamlkit.training.interrupts import StopRequest, stop_on_sigint
 from mamlkit.training.loop import Callback, LoopState, fit
 from mamlkit.training.run_folder import (
+    BEST_WEIGHTS_FILE,
     CONFIG_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     WEIGHTS_FILE,
+    load_config,
     prepare_out_dir,
     records_up_to,
     save_learner,
@@ -55,6 +58,12 @@ from mamlkit.training.telemetry import (
     digesting,
     environment,
     median_or_nan,
+)
+from mamlkit.training.validation import (
+    TimeBudget,
+    Validation,
+    is_validation_record,
+    validation_score,
 )
 from mamlkit.vocabulary import TaskKind
 
@@ -160,18 +169,32 @@ def _train_in_group(
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.outer_lr)
     scheduler = make_scheduler(config, optimizer)
     records: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []  # validation records of the iterations done
     done = LoopState()
     state = TrainingState(learner, config.algorithm, optimizer, scheduler, sampler)
     if resume:
         if not (out / CHECKPOINT_FILE).is_file():
             raise ConfigError(f"{out} has no {CHECKPOINT_FILE} to resume from")
+        extended = _check_extension(out, config)
         done.iteration, done.train_seconds, facts = load_checkpoint(out / CHECKPOINT_FILE, state)
+        stopped = _stopped_early(out, done.iteration)
+        if stopped:
+            raise ConfigError(
+                f"{out} stopped early ({stopped}) after {done.iteration} iterations; its "
+                "final and best weights are in place (train a new run to train longer)"
+            )
         if done.iteration >= config.iterations:
             raise ConfigError(
-                f"{out} already finished its {config.iterations} iterations; nothing to resume"
+                f"{out} already finished its {config.iterations} iterations; nothing to resume "
+                f"(train it further with mamlkit train --resume {out} --iterations N, N > "
+                f"{done.iteration})"
             )
+        if extended and group.is_main:
+            atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
         initial_weights = facts.get("initial_weights_sha256")
-        records = records_up_to(out / METRICS_FILE, done.iteration) if group.is_main else []
+        logged = records_up_to(out / METRICS_FILE, done.iteration) if group.is_main else []
+        history = [r for r in logged if is_validation_record(r)]
+        records = [r for r in logged if not is_validation_record(r)]
     else:
         if group.is_main:
             prepare_out_dir(out, overwrite)
@@ -197,9 +220,15 @@ def _train_in_group(
     if group.distributed:
         run_callbacks.append(AverageOverProcesses(learner, group))
     run_callbacks.append(log)
+    validation = _validation(config, learner, out, group, log, history, dataset.image_shape)
+    if validation is not None:
+        run_callbacks.append(validation)
+    if config.budget_minutes is not None:
+        run_callbacks.append(TimeBudget(60.0 * config.budget_minutes))
     if group.is_main:
         run_callbacks += callbacks
-    run_callbacks.append(checkpoints)
+    run_callbacks.append(checkpoints)  # last: it sees every callback's request to stop
+    started_at = done.iteration
     with (
         stop_on_sigint(stop, grace=2.0 if group.distributed else 0.0),
         log,
@@ -223,15 +252,17 @@ def _train_in_group(
     summary = {
         "algorithm": config.algorithm,
         "task": task.value,
-        "iterations": done.iteration + len(losses),
-        "resumed_from_iteration": done.iteration or None,  # task_stream_sha256 covers the rest
-        "train_seconds": records[-1]["train_seconds"],
+        "iterations": done.iteration,
+        "stopped_early": done.stop_reason,  # "patience", "budget", or None: ran every iteration
+        "resumed_from_iteration": started_at or None,  # task_stream_sha256 covers the rest
+        "train_seconds": done.train_seconds,
         "seconds_per_iteration": median_or_nan([r["iteration_seconds"] for r in records]),
         "peak_memory_bytes": peak.bytes,
         "peak_memory_method": peak.method,
         "final_train_loss": sum(tail) / len(tail),
         "final_train_accuracy": records[-1].get("accuracy"),  # None for regression
         "learned_inner_lrs": learner.learned_inner_lrs(),
+        "validation": _validation_summary(config, validation),
         "initial_weights_sha256": initial_weights,
         "task_stream_sha256": stream.hexdigest(),
         "device": str(device),
@@ -246,3 +277,122 @@ def _train_in_group(
         )
         atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+#: Settings that may differ when a run is resumed: they change where and how it runs, not what
+#: it computes (the iteration count is checked on its own).
+FREE_ON_RESUME = (
+    "iterations", "data_root", "download", "device", "threads", "progress", "log_every",
+    "checkpoint_every",
+)  # fmt: skip
+
+
+def _check_extension(out: Path, config: TrainConfig) -> bool:
+    """Whether resuming ``out`` with ``config`` changes its length (``--resume --iterations N``).
+
+    Only the iteration count may differ from the run's own config. A new length is refused
+    when something already trained depends on it: a cosine outer-LR schedule anneals over the
+    whole run, so its learning rates so far would have been different. Every other schedule
+    (MAML++'s multi-step loss and derivative-order annealing count absolute iterations) is
+    unaffected, so the extended run is exactly the run that was asked for N iterations.
+    """
+    saved = load_config(out)
+    changed = [
+        key
+        for key, value in config.to_dict().items()
+        if key not in FREE_ON_RESUME and saved.to_dict()[key] != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"resuming {out} with other settings ({', '.join(changed)}) would not continue the "
+            "same run; only --iterations may change"
+        )
+    if config.iterations == saved.iterations:
+        return False
+    if outer_lr_schedule(config) == "cosine":
+        raise ConfigError(
+            f"{out} uses a cosine outer-LR schedule annealed over its {saved.iterations} "
+            "iterations; changing its length would change the learning rates it already "
+            "trained with, so it cannot be extended exactly (train a new run instead)"
+        )
+    return True
+
+
+def _stopped_early(out: Path, iteration: int) -> str | None:
+    """Why the run in ``out`` ended before its last iteration, if it finished that way."""
+    path = out / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if summary.get("iterations") == iteration:
+        return summary.get("stopped_early")
+    return None
+
+
+def _validation(
+    config: TrainConfig,
+    learner: Any,
+    out: Path,
+    group: ProcessGroup,
+    log: MetricsLog,
+    history: list[dict[str, Any]],
+    image_shape: tuple[int, ...],
+) -> Validation | None:
+    """The validation callback of a run with ``--validation`` (main process only): the same
+    validation tasks every time, records appended to ``metrics.jsonl``, the best weights saved."""
+    if not config.validation or not group.is_main:
+        return None
+    val_set = build_dataset(config, "val")
+    task = dataset_task(val_set)
+    num_outputs = val_set.num_outputs if task == TaskKind.REGRESSION else None
+
+    def episodes() -> Any:
+        return build_sampler(
+            config,
+            val_set,
+            queries=15 if task == TaskKind.CLASSIFICATION else config.queries,
+            meta_batch=25,
+            seed=config.seed + 1,
+        )
+
+    def save_best(learner: Any, record: dict[str, Any]) -> None:
+        facts = {"weights": "best", **record}
+        save_learner(
+            out / BEST_WEIGHTS_FILE,
+            learner,
+            config,
+            image_shape,
+            num_outputs=num_outputs,
+            facts=facts,
+        )
+
+    return Validation(
+        episodes,
+        tasks=config.validation_tasks,
+        every=validation_interval(config),
+        iterations=config.iterations,
+        inner_steps=config.validation_steps,
+        write=log.write,
+        save_best=save_best,
+        patience=config.patience,
+        history=history,
+    )
+
+
+def _validation_summary(
+    config: TrainConfig, validation: Validation | None
+) -> dict[str, Any] | None:
+    """What ``summary.json`` records of the validation: the best evaluation and the settings."""
+    if validation is None or validation.best is None:
+        return None
+    best = validation.best
+    return {
+        "best_iteration": best["iteration"],
+        "best_score": validation_score(best),
+        "best": best,
+        "evaluations": len(validation.records),
+        "every": validation.every,
+        "tasks": validation.tasks,
+        "patience": config.patience,
+        "weights_file": BEST_WEIGHTS_FILE,
+    }

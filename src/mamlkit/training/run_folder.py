@@ -1,8 +1,10 @@
 """The run folder: what a training run writes, and how a trained learner is rebuilt from it.
 
-``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per logged iteration),
-``model.safetensors`` (the learner's state: model weights, learned inner learning rates, per-step
-tables), ``checkpoint.safetensors`` (everything to resume exactly, see
+``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per logged iteration,
+and one per validation evaluation), ``model.safetensors`` (the learner's state at the end: model
+weights, learned inner learning rates, per-step tables), ``model.best.safetensors`` (with
+``--validation``: the state that scored best on the validation tasks),
+``checkpoint.safetensors`` (everything to resume exactly, see
 :mod:`mamlkit.training.checkpoints`), ``summary.json`` (written at the end), and ``eval.json``
 after ``mamlkit eval`` (for a regression dataset such as ``sinusoid`` also ``fits.png``).
 """
@@ -27,11 +29,13 @@ from mamlkit.vocabulary import TaskKind
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 WEIGHTS_FILE = "model.safetensors"
+BEST_WEIGHTS_FILE = "model.best.safetensors"
 SUMMARY_FILE = "summary.json"
 EVAL_FILE = "eval.json"
 #: Every file a run writes (``--overwrite`` deletes these and nothing else).
 RUN_FILES = (
     WEIGHTS_FILE,
+    BEST_WEIGHTS_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
     EVAL_FILE,
@@ -49,9 +53,11 @@ def save_learner(
     image_shape: tuple[int, ...],
     *,
     num_outputs: int | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> None:
     """The learner's state (weights + learned inner LRs) as safetensors, with what rebuilds it
-    (``num_outputs``: the model's outputs when they are not ``config.ways``)."""
+    (``num_outputs``: the model's outputs when they are not ``config.ways``) and ``facts``
+    about these weights (e.g. the iteration and validation score of the best ones)."""
     metadata = {
         "format": WEIGHTS_FORMAT,
         "algorithm": learner.algorithm.name,
@@ -61,7 +67,38 @@ def save_learner(
     }
     if num_outputs is not None:
         metadata["num_outputs"] = str(num_outputs)
+    if facts is not None:
+        metadata["facts"] = json.dumps(facts)
     save_tensors(path, learner.state_dict(), metadata)
+
+
+#: Which weights of a run ``mamlkit eval`` tests: the validation's best when the run kept them
+#: (``auto``), or by name.
+WEIGHTS_CHOICES = ("auto", "best", "final")
+
+
+def weights_file(run_dir: str | Path, weights: str = "auto") -> Path:
+    """The weights file of a run that ``weights`` names: ``final`` (``model.safetensors``),
+    ``best`` (``model.best.safetensors``, kept by a run with ``--validation``), or ``auto``:
+    the best when they exist, else the final ones."""
+    run_dir = Path(run_dir)
+    if weights not in WEIGHTS_CHOICES:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, got {weights!r}")
+    best = run_dir / BEST_WEIGHTS_FILE
+    if weights == "best" and not best.is_file():
+        raise ConfigError(
+            f"{run_dir} has no {BEST_WEIGHTS_FILE}: only a run trained with --validation keeps "
+            "its best weights; evaluate the final ones with --weights final"
+        )
+    if weights == "best" or (weights == "auto" and best.is_file()):
+        return best
+    return run_dir / WEIGHTS_FILE
+
+
+def weights_facts(path: Path) -> dict[str, Any]:
+    """What a weights file records about itself (``{}`` for the final weights)."""
+    _, metadata = load_tensors(path)
+    return json.loads(metadata.get("facts", "{}"))
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
@@ -109,29 +146,29 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 
 
 def load_run(
-    run_dir: str | Path, *, device: torch.device | None = None
+    run_dir: str | Path, *, device: torch.device | None = None, weights: str = "final"
 ) -> tuple[TrainConfig, MetaLearner]:
     """Rebuild the config and the trained learner of a run folder.
 
-    The learner is built from ``config.yaml`` and the shape and task recorded in
-    ``model.safetensors``, then loaded strictly; a folder that is not a run, or weights that do
-    not fit the config, are errors naming the file. ``device``: where to move the learner.
+    The learner is built from ``config.yaml`` and the shape and task recorded in its weights
+    file (``weights``: see :func:`weights_file`; by default the final ``model.safetensors``),
+    then loaded strictly; a folder that is not a run, or weights that do not fit the config,
+    are errors naming the file. ``device``: where to move the learner.
     """
     run_dir = Path(run_dir)
     config = load_config(run_dir)
-    tensors, metadata = load_tensors(run_dir / WEIGHTS_FILE)
+    path = weights_file(run_dir, weights)
+    tensors, metadata = load_tensors(path)
     if metadata.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{run_dir / WEIGHTS_FILE} is not a mamlkit learner file")
+        raise ValueError(f"{path} is not a mamlkit learner file")
     if metadata.get("algorithm") != config.algorithm:
         raise ValueError(
-            f"{run_dir / WEIGHTS_FILE} holds a {metadata.get('algorithm')!r} learner but "
+            f"{path} holds a {metadata.get('algorithm')!r} learner but "
             f"{CONFIG_FILE} says {config.algorithm!r}"
         )
     image_shape = tuple(json.loads(metadata.get("image_shape", "[]")))
     if not image_shape:
-        raise ValueError(
-            f"{run_dir / WEIGHTS_FILE} does not record the input shape it was trained on"
-        )
+        raise ValueError(f"{path} does not record the input shape it was trained on")
     task = TaskKind.parse(metadata.get("task", TaskKind.CLASSIFICATION.value))
     outputs = metadata.get("num_outputs")
     learner = build_learner(
@@ -140,9 +177,7 @@ def load_run(
     try:
         learner.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise ValueError(
-            f"{run_dir / WEIGHTS_FILE} does not fit the configured model: {error}"
-        ) from None
+        raise ValueError(f"{path} does not fit the configured model: {error}") from None
     if device is not None:
         learner.to(device)
     return config, learner

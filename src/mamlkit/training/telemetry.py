@@ -19,7 +19,9 @@ import hashlib
 import platform
 import re
 import statistics
+import subprocess
 from collections.abc import Iterable, Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -157,14 +159,50 @@ def current_rss_bytes() -> int | None:
     return None
 
 
+def source_commit() -> str | None:
+    """The git commit of the mamlkit source that runs, with ``+local changes`` when tracked files
+    differ from it; ``None`` for an installed copy outside a git checkout (then the package
+    version identifies it).
+
+    >>> from mamlkit.training.telemetry import source_commit
+    >>> commit = source_commit()
+    >>> commit is None or len(commit.split()[0]) == 40
+    True
+    """
+    checkout = Path(__file__).resolve().parents[3]
+    if not (checkout / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head} +local changes" if changes else head
+
+
 def environment() -> dict[str, Any]:
-    """Where a run ran: versions, CPU, threads, GPU (recorded in ``summary.json``).
+    """Where and with what a run ran: the mamlkit version and commit, versions, CPU, threads,
+    GPU (recorded in ``summary.json``, ``eval.json`` and comparison results).
 
     >>> from mamlkit.training.telemetry import environment
     >>> sorted(environment())  # doctest: +ELLIPSIS
-    [...'date', 'platform', 'processor', 'python', 'torch', 'torch_threads']
+    [...'commit', ...'date', 'mamlkit', 'platform', 'processor', 'python', 'torch', 'torch_threads']
     """
     env = {
+        "mamlkit": _version(),
+        "commit": source_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -179,6 +217,13 @@ def environment() -> dict[str, Any]:
                 env["cpu"] = line.split(":", 1)[1].strip()
                 break
     return env
+
+
+def _version() -> str:
+    try:
+        return version("mamlkit")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def median_or_nan(values: list[float]) -> float:
