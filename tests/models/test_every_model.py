@@ -9,14 +9,14 @@ import torch
 
 from mamlkit import MODELS, MetaLearner
 from tests.helpers.finite_differences import central_differences_agree
-from tests.helpers.tiny_models import TINY, WAYS, build, episode
+from tests.helpers.tiny_models import TINY, VARIANTS, WAYS, build, episode
 
 
 def test_every_registered_model_has_a_tiny_setting() -> None:
     assert set(TINY) == set(MODELS.names())
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(TINY) + sorted(VARIANTS))
 def test_model_shapes_and_head(name: str) -> None:
     model, shape = build(name)
     out = model(torch.rand(4, *shape, dtype=torch.float64))
@@ -25,9 +25,9 @@ def test_model_shapes_and_head(name: str) -> None:
     assert names[-2:] == ["head.weight", "head.bias"], "ANIL-style filters rely on 'head.*'"
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(TINY) + sorted(VARIANTS))
 def test_model_meta_gradient_batched_equals_loop_and_finite_differences(name: str) -> None:
-    data = episode(TINY[name][1])
+    data = episode({**TINY, **VARIANTS}[name][1])
     learners = {}
     for execution in ("loop", "auto"):
         model, _ = build(name)
