@@ -11,8 +11,10 @@ import torch
 from mamlkit.cli import main
 from mamlkit.compare import COMPARE_PRESETS, plan_algorithms
 from mamlkit.compare.report import ratio_sentence, recommendations, render_report
+from mamlkit.compare.worker import CURVE_FILE, CurveEvaluation, run_plan
 from mamlkit.io import load_tensors
-from mamlkit.training import TrainConfig, train_run
+from mamlkit.training import EvalConfig, TrainConfig, train_run
+from tests.helpers.training_runs import interrupt_at
 
 TINY = [
     "--ways",
@@ -320,3 +322,46 @@ def test_budget_mode_gives_every_algorithm_the_same_training_time(
     b = load_tensors(again / "model.safetensors")[0]
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+
+
+def test_resume_continues_an_algorithm_interrupted_mid_training(
+    omniglot_root: Path, tmp_path: Path
+) -> None:
+    """A worker stopped mid-training (Ctrl-C, or a lost machine after a checkpoint) continues
+    from its run's checkpoint with ``--resume``: the result equals an uninterrupted run's, and
+    the curve points measured before the stop are kept."""
+    plan = plan_algorithms(
+        COMPARE_PRESETS.get("quick"),
+        ["maml"],
+        train_layers=[
+            {"data_root": str(omniglot_root), "ways": 3, "queries": 2, "meta_batch": 2},
+            {"iterations": 8, "hidden": 8, "checkpoint_every": 2, "device": "cpu"},
+            {"progress": False},
+        ],
+        eval_layers=[{"tasks": 6, "meta_batch": 3, "queries": 2}],
+    )["maml"]
+    plan.update(curve_points=4, curve_tasks=3)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for folder in (whole, parts):
+        folder.mkdir()
+        (folder / "plan.json").write_text(json.dumps(plan))
+    expected = run_plan(whole)
+    config = TrainConfig(**plan["train"])
+    evaluation = EvalConfig(**plan["evaluation"])
+    curve = CurveEvaluation(config, evaluation, {2, 4, 6, 8}, 3)
+    curve.keep_points_up_to(parts / CURVE_FILE, 0)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, parts / "run", callbacks=[curve, interrupt_at(5)])
+    assert [p["iteration"] for p in json.loads((parts / CURVE_FILE).read_text())] == [2, 4]
+    resumed = run_plan(parts, resume=True)
+    assert [p["iteration"] for p in resumed["test_curve"]] == [2, 4, 6, 8]
+    assert resumed["test_accuracy"] == expected["test_accuracy"]
+    assert resumed["iterations"] == expected["iterations"] == 8
+    a = load_tensors(whole / "run" / "model.safetensors")[0]
+    b = load_tensors(parts / "run" / "model.safetensors")[0]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    # a finished training whose evaluation was lost is evaluated, not trained again
+    (parts / "result.json").unlink()
+    again = run_plan(parts, resume=True)
+    assert again["test_accuracy"] == expected["test_accuracy"]

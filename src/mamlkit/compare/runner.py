@@ -62,7 +62,9 @@ def run_comparison(
     ``plans`` comes from :func:`~mamlkit.compare.plan_algorithms`. Each algorithm runs in a fresh
     ``python -m mamlkit.compare.worker`` process, so none inherits another's memory or caches;
     a failure raises :class:`ComparisonFailed`. ``resume=True`` skips algorithms whose
-    ``result.json`` matches their plan. ``log`` receives progress lines; ``command`` is recorded
+    ``result.json`` matches their plan, and continues an interrupted one from its run's last
+    checkpoint (its curve points so far are kept in ``curve.json``), so a comparison of hours
+    survives a lost machine. ``log`` receives progress lines; ``command`` is recorded
     in ``results.json``. Returns the content of ``results.json``.
 
     Needs the Omniglot data and minutes of training, so the example is not run here:
@@ -88,11 +90,16 @@ def run_comparison(
         if record is not None:
             log(f"{name}: already finished in {folder}, skipped (--resume)")
         else:
+            # an algorithm interrupted mid-training continues from its run's checkpoint
+            continuing = resume and (folder / "plan.json").is_file()
+            if continuing:
+                log(f"{name}: continuing its interrupted run in {folder / 'run'} (--resume)")
             folder.mkdir(exist_ok=True)
             atomic_write_json(folder / "plan.json", plan)
             (folder / "result.json").unlink(missing_ok=True)
             started_at = time.perf_counter()
-            code = subprocess.call([sys.executable, "-m", "mamlkit.compare.worker", str(folder)])
+            command = [sys.executable, "-m", "mamlkit.compare.worker", str(folder)]
+            code = subprocess.call([*command, "--resume"] if continuing else command)
             if code == 130:
                 raise KeyboardInterrupt
             if code != 0:

@@ -16,7 +16,7 @@ from typing import Any
 from mamlkit.algorithms import resolve_algorithm
 from mamlkit.compare.plan import require_classification
 from mamlkit.errors import run_guarded
-from mamlkit.io import atomic_write_json
+from mamlkit.io import atomic_write_json, load_tensors
 from mamlkit.learner import MetaLearner
 from mamlkit.training import (
     Callback,
@@ -29,8 +29,12 @@ from mamlkit.training import (
     evaluate,
     train_run,
 )
-from mamlkit.training.run_folder import EVAL_FILE, METRICS_FILE
+from mamlkit.training.checkpoints import CHECKPOINT_FILE
+from mamlkit.training.run_folder import EVAL_FILE, METRICS_FILE, SUMMARY_FILE
 from mamlkit.training.validation import is_validation_record, learner_device
+
+#: The curve points measured so far, kept beside ``plan.json`` so a resumed run keeps them.
+CURVE_FILE = "curve.json"
 
 
 class CurveEvaluation(Callback):
@@ -55,6 +59,7 @@ class CurveEvaluation(Callback):
         )
         self.at_seconds = sorted(at_seconds or [])
         self.points: list[dict[str, Any]] = []
+        self.path: Path | None = None  # where the points are kept as they come (resume)
         wanted = at or self.at_seconds
         self.test_set = build_dataset(config, evaluation.split) if wanted else None
         self.learner: MetaLearner | None = None
@@ -93,10 +98,48 @@ class CurveEvaluation(Callback):
                 "test_ci95": result.ci95,
             }
         )
+        if self.path is not None:
+            atomic_write_json(self.path, self.points)
+
+    def keep_points_up_to(self, path: Path, iteration: int) -> None:
+        """Keep the points in ``path`` as they come; when resuming at ``iteration``, start from
+        those already measured up to it (the times still due are those after them)."""
+        self.path = path
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            self.points = [p for p in saved if p["iteration"] <= iteration]
+            done = max((p["train_seconds"] for p in self.points), default=-1.0)
+            self.at_seconds = [t for t in self.at_seconds if t > done]
 
 
-def run_plan(folder: Path) -> dict[str, Any]:
-    """Execute ``folder/plan.json`` and return (and write) the algorithm's result record."""
+def _checkpoint_iteration(run_dir: Path) -> int:
+    """The iteration of the run's checkpoint (0 without one)."""
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        return 0
+    return int(load_tensors(run_dir / CHECKPOINT_FILE)[1].get("iteration", 0))
+
+
+def _train(
+    config: TrainConfig, run_dir: Path, curve: CurveEvaluation, folder: Path, resume: bool
+) -> dict[str, Any]:
+    """Train the algorithm's run, continuing it from its checkpoint when resuming (a run that
+    had finished training is not trained again)."""
+    done = _checkpoint_iteration(run_dir) if resume else 0
+    curve.keep_points_up_to(folder / CURVE_FILE, done)
+    if done and (run_dir / SUMMARY_FILE).is_file():
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        if summary.get("iterations") == done:
+            return summary  # training had finished; the evaluation had not
+    if done:
+        return train_run(config, run_dir, resume=True, callbacks=[curve])
+    (folder / CURVE_FILE).unlink(missing_ok=True)
+    curve.points = []
+    return train_run(config, run_dir, overwrite=True, callbacks=[curve])
+
+
+def run_plan(folder: Path, resume: bool = False) -> dict[str, Any]:
+    """Execute ``folder/plan.json`` and return (and write) the algorithm's result record;
+    ``resume`` continues an interrupted run in ``folder/run`` from its checkpoint."""
     plan = json.loads((folder / "plan.json").read_text())
     config = build_config(TrainConfig, plan["train"])
     require_classification(config.dataset)
@@ -110,7 +153,7 @@ def run_plan(folder: Path) -> dict[str, Any]:
         at = {round(config.iterations * (i + 1) / points) for i in range(points)}
     curve = CurveEvaluation(config, evaluation, at, curve_tasks, at_seconds)
     run_dir = folder / "run"
-    summary = train_run(config, run_dir, overwrite=True, callbacks=[curve])
+    summary = _train(config, run_dir, curve, folder, resume)
     started = time.perf_counter()
     result = eval_run(run_dir, evaluation, progress=config.progress)
     eval_seconds = time.perf_counter() - started
@@ -172,13 +215,16 @@ def run_plan(folder: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mamlkit.compare.worker FOLDER``: run ``FOLDER/plan.json`` (see :func:`run_plan`);
+    """``python -m mamlkit.compare.worker FOLDER [--resume]``: run ``FOLDER/plan.json`` (see
+    :func:`run_plan`);
     returns the exit status (errors are printed in one line, as by the ``mamlkit`` command)."""
     args = sys.argv[1:] if argv is None else argv
+    resume = "--resume" in args
+    args = [a for a in args if a != "--resume"]
     if len(args) != 1:
-        print("usage: python -m mamlkit.compare.worker FOLDER", file=sys.stderr)
+        print("usage: python -m mamlkit.compare.worker FOLDER [--resume]", file=sys.stderr)
         return 2
-    return run_guarded("compare", lambda: (run_plan(Path(args[0])), 0)[1])
+    return run_guarded("compare", lambda: (run_plan(Path(args[0]), resume), 0)[1])
 
 
 if __name__ == "__main__":
