@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
 
+from mamlkit.training.telemetry import source_commit
+
 VARIANTS = {
     "full": "mamlkit as shipped (execution='auto')",
     "no-bn-kernel": "BatchNorm: PyTorch's double backward instead of the closed form",
@@ -152,7 +154,11 @@ def main() -> None:
         print(json.dumps(worker(variant, workload, order, int(reps))))
         return
     rows = []
-    print(f"Measured {time.strftime('%Y-%m-%d')} on {peers._cpu_name()}; median of {args.reps}.\n")
+    commit = source_commit()
+    print(
+        f"Measured {time.strftime('%Y-%m-%d')} on {peers._cpu_name()}, mamlkit commit {commit}; "
+        f"median of {args.reps}.\n"
+    )
     print("| variant | workload | order | median s/iter | slowdown vs full |")
     print("|---|---|---|---|---|")
     for workload in args.workloads.split(","):
@@ -190,7 +196,8 @@ def main() -> None:
     for name, text in VARIANTS.items():
         print(f"- `{name}`: {text}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "variants": VARIANTS}, indent=2))
+        record = {"commit": commit, "cpu": peers._cpu_name(), "rows": rows, "variants": VARIANTS}
+        Path(args.json).write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -482,6 +482,7 @@ def main() -> None:
     import torch
 
     import mamlkit
+    from mamlkit.training.telemetry import source_commit
 
     ceiling = _run_worker(["ceiling", args.device]).get("gflops")
     results: dict[str, Any] = {
@@ -491,6 +492,7 @@ def main() -> None:
         "cpu": _cpu_name(),
         "torch": torch.__version__,
         "mamlkit": mamlkit.__version__,
+        "commit": source_commit(),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "ceiling_gflops": ceiling,
@@ -505,7 +507,8 @@ def main() -> None:
         out.append(line)
 
     emit(
-        f"Measured {results['date']} on {results['cpu']} ({args.device}), torch "
+        f"Measured {results['date']} on {results['cpu']} ({args.device}), mamlkit commit "
+        f"{results['commit']}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; conv ceiling "
         f"{ceiling:.0f} GFLOP/s; median of {args.reps} iterations after {args.warmup} untimed.\n"
     )

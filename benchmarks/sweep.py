@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
 
+from mamlkit.training.telemetry import source_commit
+
 BASE = {"tasks": 8, "queries": 15, "steps": 5}
 AXES = {
     "steps": [1, 2, 5, 10],
@@ -119,6 +121,7 @@ def main() -> None:
             "command": " ".join(["python", "benchmarks/sweep.py", *sys.argv[1:]]),
             "date": started,
             "cpu": peers._cpu_name(),
+            "commit": source_commit(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "base": BASE,
