@@ -76,6 +76,7 @@ def test_paper_presets_hold_the_cited_values(ways: int, shots: int) -> None:
         train = build_config(TrainConfig, preset.train_values(name))
         evaluation = build_config(EvalConfig, preset.evaluation_values(name))
         assert (train.dataset, train.ways, train.shots) == ("omniglot", ways, shots)
+        assert train.model == "conv4[downsample=stride]"  # their strided network
         assert (train.iterations, train.outer_lr, train.queries) == (60000, 0.001, shots)
         assert (train.meta_batch, train.inner_lr, train.inner_steps) == (
             finn["meta_batch"],
@@ -87,6 +88,7 @@ def test_paper_presets_hold_the_cited_values(ways: int, shots: int) -> None:
         train = build_config(TrainConfig, preset.train_values(name))
         assert (train.ways, train.shots) == (ways, shots)
         assert {key: getattr(train, key) for key in MAML_PLUS_PLUS} == MAML_PLUS_PLUS
+        assert train.model == "conv4"
         assert build_config(EvalConfig, preset.evaluation_values(name)).inner_steps is None
 
 

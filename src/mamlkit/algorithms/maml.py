@@ -35,6 +35,10 @@ OMNIGLOT_PROTOCOL: dict[int, dict[str, Any]] = {
     5: {"meta_batch": 32, "inner_lr": 0.4, "inner_steps": 1, "test_steps": 3},
     20: {"meta_batch": 16, "inner_lr": 0.1, "inner_steps": 5, "test_steps": 5},
 }
+#: Finn et al.'s Omniglot network, as a model name: Conv4 with stride-2 convolutions and no
+#: max-pooling, features averaged over positions before the head (their code's conv_block without
+#: FLAGS.max_pool, and reduce_mean for every dataset but mini-ImageNet).
+OMNIGLOT_MODEL = "conv4[downsample=stride]"
 #: Values of that protocol shared by every Omniglot setting.
 OMNIGLOT_SHARED: dict[str, Any] = {"iterations": 60000, "outer_lr": 0.001, "test_tasks": 600}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mamlkit.algorithms import mamlpp
+from mamlkit.algorithms.maml import OMNIGLOT_MODEL as FINN_2017_MODEL
 from mamlkit.algorithms.maml import OMNIGLOT_PROTOCOL as FINN_2017
 from mamlkit.algorithms.maml import OMNIGLOT_SHARED as FINN_2017_SHARED
 from mamlkit.registry import Registry
@@ -122,7 +123,7 @@ COMPARE_PRESETS.add(
         algorithms=("maml", "fomaml", "mamlpp", "anil", "boil", "metasgd", "reptile"),
         train={
             "dataset": "omniglot",
-            "model": "conv4[downsample=stride]",
+            "model": FINN_2017_MODEL,
             "ways": 5,
             "shots": 1,
             "queries": 1,
@@ -177,15 +178,16 @@ def paper_preset(ways: int, shots: int, name: str | None = None) -> ComparePrese
         name=name,
         description=(
             f"each algorithm's published Omniglot {ways}-way {shots}-shot protocol (Finn et al. "
-            f"2017 for maml/fomaml and, by default, any other algorithm: 60k iterations of "
-            f"{finn['meta_batch']} tasks, {steps} of lr "
+            f"2017 for maml/fomaml and, by default, any other algorithm: their strided Conv4, "
+            f"60k iterations of {finn['meta_batch']} tasks, {steps} of lr "
             f"{finn['inner_lr']}, {finn['test_steps']} at test; Antoniou et al. 2019 for "
-            f"mamlpp/fomamlpp: 50k iterations of 8 tasks, 5 steps, initial inner lr 0.1, "
-            "cosine-annealed meta lr); meant for a GPU"
+            f"mamlpp/fomamlpp: the max-pooled Conv4, 50k iterations of 8 tasks, 5 steps, initial "
+            "inner lr 0.1, cosine-annealed meta lr); meant for a GPU"
         ),
         algorithms=("maml", "fomaml", "mamlpp"),
         train={
             "dataset": "omniglot",
+            "model": FINN_2017_MODEL,
             "ways": ways,
             "shots": shots,
             "queries": shots,
@@ -198,8 +200,8 @@ def paper_preset(ways: int, shots: int, name: str | None = None) -> ComparePrese
             "log_every": 50,
         },
         per_algorithm={
-            "mamlpp": dict(mamlpp.OMNIGLOT_PROTOCOL),
-            "fomamlpp": dict(mamlpp.OMNIGLOT_PROTOCOL),
+            "mamlpp": {**mamlpp.OMNIGLOT_PROTOCOL, "model": "conv4"},
+            "fomamlpp": {**mamlpp.OMNIGLOT_PROTOCOL, "model": "conv4"},
         },
         # 600 test tasks as in Finn et al.'s main.py (NUM_TEST_POINTS) and the MAML++ configs;
         # 15 query images per class is this package's test convention (Finn et al.'s code scores
