@@ -98,8 +98,8 @@ def run_comparison(
             atomic_write_json(folder / "plan.json", plan)
             (folder / "result.json").unlink(missing_ok=True)
             started_at = time.perf_counter()
-            command = [sys.executable, "-m", "mamlkit.compare.worker", str(folder)]
-            code = subprocess.call([*command, "--resume"] if continuing else command)
+            worker = [sys.executable, "-m", "mamlkit.compare.worker", str(folder)]
+            code = subprocess.call([*worker, "--resume"] if continuing else worker)
             if code == 130:
                 raise KeyboardInterrupt
             if code != 0:
