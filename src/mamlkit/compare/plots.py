@@ -47,47 +47,38 @@ def write_plots(results: dict[str, Any], out: Path) -> dict[str, str]:
     ax.legend()
     save(fig, "training_loss.png", "Training loss vs iteration")
 
-    if any(a["test_curve"] for a in algorithms):
+    def accuracy_vs_time(curve: str, score: str, what: str, name: str, marker: str) -> None:
+        """One figure of every algorithm's ``curve`` points (``score`` +- its 95% CI) against
+        training time; nothing when no algorithm has such points."""
+        curves = {
+            a["name"]: [p for p in a.get(curve) or [] if p.get(score) is not None]
+            for a in algorithms
+        }
+        if not any(curves.values()):
+            return
         fig, ax = plt.subplots(figsize=(7, 4))
-        for a in algorithms:
-            pts = a["test_curve"]
+        for label, pts in curves.items():
             if pts:
                 ax.errorbar(
                     [p["train_seconds"] for p in pts],
-                    [100 * p["test_accuracy"] for p in pts],
-                    yerr=[100 * p["test_ci95"] for p in pts],
-                    marker="o",
-                    capsize=3,
-                    label=a["name"],
+                    [100 * p[score] for p in pts],
+                    yerr=[100 * p[score.replace("accuracy", "ci95")] for p in pts],
+                    marker=marker,
+                    capsize=3 if marker == "o" else 2,
+                    label=label,
                 )
         ax.set(
             xlabel="training time (s)",
-            ylabel="test accuracy (%)",
-            title="Test accuracy vs training time",
+            ylabel=f"{what.lower()} accuracy (%)",
+            title=f"{what} accuracy vs training time",
         )
         ax.legend()
-        save(fig, "accuracy_vs_time.png", "Test accuracy vs wall time")
+        save(fig, name, f"{what} accuracy vs wall time")
 
-    if any(a.get("validation_curve") for a in algorithms):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for a in algorithms:
-            pts = [p for p in a.get("validation_curve") or [] if p.get("val_accuracy") is not None]
-            if pts:
-                ax.errorbar(
-                    [p["train_seconds"] for p in pts],
-                    [100 * p["val_accuracy"] for p in pts],
-                    yerr=[100 * p["val_ci95"] for p in pts],
-                    marker=".",
-                    capsize=2,
-                    label=a["name"],
-                )
-        ax.set(
-            xlabel="training time (s)",
-            ylabel="validation accuracy (%)",
-            title="Validation accuracy vs training time",
-        )
-        ax.legend()
-        save(fig, "validation_vs_time.png", "Validation accuracy vs wall time")
+    accuracy_vs_time("test_curve", "test_accuracy", "Test", "accuracy_vs_time.png", "o")
+    accuracy_vs_time(
+        "validation_curve", "val_accuracy", "Validation", "validation_vs_time.png", "."
+    )
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for a in algorithms:
