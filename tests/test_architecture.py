@@ -61,6 +61,7 @@ LATE_IMPORTS = {
     "torch.distributed": "absent from some torch builds; only needed under torchrun",
     "tqdm.std": "progress bars: tqdm.auto probes for notebook widgets, so it is chosen late",
     "tqdm.auto": "progress bars: tqdm.auto probes for notebook widgets, so it is chosen late",
+    "torch.utils.tensorboard": "--logger tensorboard: needs the optional tensorboard package",
 }
 
 

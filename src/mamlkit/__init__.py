@@ -6,12 +6,17 @@ from one functional core.
 ['anil', 'boil', 'fomaml', 'fomamlpp', 'maml', 'mamlpp', 'metasgd', 'reptile']
 """
 
+from importlib import metadata as _metadata
+
 from mamlkit.algorithms import ALGORITHMS, AlgorithmSpec, register_algorithm
 from mamlkit.learner import MAML, AdaptedTasks, MetaLearner, TaskScores
 from mamlkit.models import MODELS, Conv4
-from mamlkit.training import Callback, EvalResult, evaluate, fit, train_maml
+from mamlkit.training import Callback, EvalResult, Predictions, evaluate, fit, predict, train_maml
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml alone; the installed metadata carries it
+    __version__ = _metadata.version("mamlkit")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ALGORITHMS",
@@ -23,10 +28,12 @@ __all__ = [
     "Conv4",
     "EvalResult",
     "MetaLearner",
+    "Predictions",
     "TaskScores",
     "__version__",
     "evaluate",
     "fit",
+    "predict",
     "register_algorithm",
     "train_maml",
 ]

@@ -1,4 +1,4 @@
-"""``mamlkit`` command line: ``train``, ``eval``, ``compare``, ``report``, ``list``.
+"""``mamlkit`` command line: ``train``, ``eval``, ``predict``, ``compare``, ``report``, ``list``.
 
 Options of ``train`` are generated from :class:`mamlkit.training.TrainConfig`, so the CLI, config
 files and the saved ``config.yaml`` always agree. Bad arguments end with a one-line error and exit
@@ -21,24 +21,38 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mamlkit import __version__
 from mamlkit.algorithms import ALGORITHMS
 from mamlkit.compare import COMPARE_PRESETS, plan_algorithms, run_comparison, write_report
 from mamlkit.data import DATASETS
 from mamlkit.errors import run_guarded
 from mamlkit.models import MODELS
 from mamlkit.registry import PluginError, Registry
-from mamlkit.training import EvalConfig, TrainConfig, build_config, eval_run, train_run
-from mamlkit.training.config import load_yaml
+from mamlkit.training import (
+    EvalConfig,
+    TrainConfig,
+    build_config,
+    eval_run,
+    predict,
+    train_run,
+)
+from mamlkit.training.config import TEST_OVERRIDES, load_yaml
 from mamlkit.training.distributed import is_main_process, world_size_from_environment
-from mamlkit.training.fits import FITS_FILE
+from mamlkit.training.evaluation import evaluated_setting
+from mamlkit.training.fits import FITS_FILE, plots_unavailable
 from mamlkit.training.run import FREE_ON_RESUME
 from mamlkit.training.run_folder import BEST_WEIGHTS_FILE, CONFIG_FILE, EVAL_FILE, load_config
 
 
-def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One ``--option`` per field of the config dataclass ``cls`` (``--prefix-option`` if given)."""
+def _add_config_options(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: Sequence[str] = ()
+) -> None:
+    """One ``--option`` per field of the config dataclass ``cls`` (``--prefix-option`` if given),
+    except the fields named in ``skip``."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + prefix + f.name.replace("_", "-")
         kind = hints[f.name]
         allowed = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
@@ -61,10 +75,15 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str 
             )
 
 
-def _given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
-    """The config options given on the command line (unset flags are ``None``)."""
+def _given(
+    args: argparse.Namespace, cls: type, prefix: str = "", skip: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The config options given on the command line (unset flags are ``None``), except the
+    fields named in ``skip`` (which have no flag)."""
     values = {
-        f.name: getattr(args, (prefix + f.name).replace("-", "_")) for f in dataclasses.fields(cls)
+        f.name: getattr(args, (prefix + f.name).replace("-", "_"))
+        for f in dataclasses.fields(cls)
+        if f.name not in skip
     }
     return {k: v for k, v in values.items() if v is not None}
 
@@ -79,8 +98,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``mamlkit`` argument parser: commands ``train``, ``eval``, ``compare``, ``report`` and
-    ``list``, with one flag per :class:`~mamlkit.training.TrainConfig` / ``EvalConfig`` field.
+    """The ``mamlkit`` argument parser: commands ``train``, ``eval``, ``predict``, ``compare``,
+    ``report`` and ``list``, with one flag per :class:`~mamlkit.training.TrainConfig` /
+    ``EvalConfig`` field.
 
     >>> from mamlkit.cli import build_parser
     >>> args = build_parser().parse_args(["train", "--algorithm", "fomaml", "--out", "runs/a"])
@@ -94,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(`mamlkit list` shows every algorithm and its settings)."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"mamlkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="meta-train a model into a run folder")
@@ -120,6 +141,46 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="device (default: the run's)")
     ev.add_argument("--data-root", default=None, help="data folder (default: the run's)")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    pr = commands.add_parser(
+        "predict",
+        help="adapt a trained run to your labelled support images; classify query images",
+        description="Reads the images as the run's dataset read its own, adapts the run's learner "
+        "to the support images with its algorithm and inner steps, and prints each query image's "
+        "predicted class and confidence.",
+    )
+    pr.add_argument("run_dir", help="folder written by mamlkit train")
+    pr.add_argument(
+        "--support",
+        required=True,
+        metavar="DIR",
+        help="one sub-folder per class, named after the class, holding K >= 1 example images "
+        "(as many classes as the run's --ways)",
+    )
+    pr.add_argument(
+        "--query",
+        required=True,
+        metavar="DIR",
+        help="images to classify, directly in DIR or in folders named after support classes "
+        "(then the accuracy is reported too)",
+    )
+    pr.add_argument("--out", metavar="FILE", help="also write the predictions as JSON to FILE")
+    pr.add_argument(
+        "--inner-steps", type=int, default=None, help="inner steps (default: the training value)"
+    )
+    pr.add_argument(
+        "--weights",
+        default="auto",
+        help="weights to adapt: best, final, or auto (the best when the run kept them, else the "
+        "final ones; default: auto)",
+    )
+    pr.add_argument(
+        "--query-batch",
+        type=int,
+        default=None,
+        help="query images classified together (default: the run's ways x queries)",
+    )
+    pr.add_argument("--device", default=None, help="device (default: the run's)")
 
     cmp = commands.add_parser(
         "compare",
@@ -151,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--curve-tasks", type=int, default=None, help="test tasks per curve point")
     _add_config_options(cmp, TrainConfig)
-    _add_config_options(cmp, EvalConfig, prefix="eval-")
+    # every algorithm is tested on the tasks it trained on: no --eval-ways/-shots/-inner-lr
+    _add_config_options(cmp, EvalConfig, prefix="eval-", skip=TEST_OVERRIDES)
 
     rep = commands.add_parser(
         "report", help="rewrite report.md and the plots of a comparison from its results.json"
@@ -250,10 +312,34 @@ def _eval(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         progress=not args.no_progress,
     )
-    print(f"{result.summary()}; {_weights_tested(args.run_dir)}")
+    record = json.loads(Path(args.run_dir, EVAL_FILE).read_text(encoding="utf-8"))
+    setting = f"{evaluated_setting(record)}: " if record.get("overrides") else ""
+    print(f"{setting}{result.summary()}; {_weights_tested(args.run_dir)}")
     fits = os.path.join(args.run_dir, FITS_FILE)
-    if result.mse is not None and os.path.isfile(fits):
-        print(f"per-step MSE {', '.join(f'{v:.3f}' for v in result.per_step_loss)}; fits: {fits}")
+    skipped = (record.get("fits") or {}).get("skipped")
+    if result.mse is not None and (skipped or os.path.isfile(fits)):
+        print(
+            f"per-step MSE {', '.join(f'{v:.3f}' for v in result.per_step_loss)}; "
+            + (skipped or f"fits: {fits}")
+        )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    result = predict(
+        args.run_dir,
+        args.support,
+        args.query,
+        weights=args.weights,
+        inner_steps=args.inner_steps,
+        device=args.device,
+        query_batch=args.query_batch,
+    )
+    print(result.table())
+    print(result.summary())
+    if args.out:
+        result.save(args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -294,17 +380,19 @@ def _compare(args: argparse.Namespace) -> int:
         ],
         eval_layers=[
             {str(k)[5:]: v for k, v in file_layer.items() if str(k).startswith("eval_")},
-            _given(args, EvalConfig, prefix="eval-"),
+            _given(args, EvalConfig, prefix="eval-", skip=TEST_OVERRIDES),
         ],
     )
     run_comparison(preset, plans, args.out, resume=args.resume, command=args.command_line)
-    print(f"wrote {args.out}/results.json, {args.out}/report.md and the plots")
+    skipped = plots_unavailable()
+    plots = f"; {skipped}" if skipped else " and the plots"
+    print(f"wrote {args.out}/results.json, {args.out}/report.md{plots}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    write_report(args.out)
-    print(f"wrote {args.out}/report.md and the plots")
+    skipped = write_report(args.out)
+    print(f"wrote {args.out}/report.md" + (f"; {skipped}" if skipped else " and the plots"))
     return 0
 
 
@@ -400,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": _train,
         "eval": _eval,
+        "predict": _predict,
         "compare": _compare,
         "report": _report,
         "list": _list,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,30 +13,57 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_compare_maml_fomaml_example_runs(omniglot_root: Path) -> None:
+def test_compare_maml_fomaml_example_prints_every_figure(omniglot_root: Path, tmp_path: Path):
+    """Each promised figure of both algorithms is printed, and is the one in results.json."""
+    out = tmp_path / "comparison"
+    tiny = ["--iterations", "2", "--meta-batch", "2", "--hidden", "8", "--eval-tasks", "4"]
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "examples" / "compare_maml_fomaml.py"),
             "--data-root",
             str(omniglot_root),
-            "--iterations",
-            "2",
-            "--meta-batch",
-            "2",
-            "--hidden",
-            "8",
-            "--eval-tasks",
-            "4",
+            *tiny,
+            "--out",
+            str(out),
         ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    assert lines[1].startswith("maml ") and lines[2].startswith("fomaml ")
-    assert "(4 tasks)" in lines[1] and "faster than maml" in lines[-1]
+    text = result.stdout
+    algorithms = json.loads((out / "results.json").read_text())["algorithms"]
+    assert [a["name"] for a in algorithms] == ["maml", "fomaml"]
+    assert "2 iterations of 2 tasks, tested on 4 new tasks (chance 20.00%)" in text
+    rows = {}
+    for line in text.splitlines():
+        cells = re.split(r"\s{2,}", line.rstrip())
+        if len(cells) == 3:
+            rows[cells[0]] = cells[1:]
+    assert rows[""] == ["maml", "fomaml"]
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.2f}%"
+
+    for column, a in enumerate(algorithms):
+        accuracies = a["task_accuracies"]
+        assert len(accuracies) == a["test_tasks"] == 4
+        expected = {
+            "training time": f"{a['train_seconds']:.1f} s ({a['seconds_per_iteration']:.3f} s/it)",
+            "peak memory": f"{a['peak_memory_bytes'] / 2**20:.0f} MiB",
+            "test accuracy (95% CI)": f"{pct(a['test_accuracy'])} +- {pct(a['test_ci95'])}",
+            "final training loss": f"{a['final_train_loss']:.4f}",
+            "improvement over chance": f"{100 * (a['test_accuracy'] - 0.2):+.2f} points",
+            "per-task accuracy std": pct(a["test_std"]),
+            "worst-decile tasks": pct(a["test_worst_decile_accuracy"]),
+            "per-task accuracy min/max": f"{pct(min(accuracies))} / {pct(max(accuracies))}",
+        }
+        for label, value in expected.items():
+            assert rows[label][column] == value, label
+    assert "fomaml is " in text and " than maml, and is " in text
+    assert "identical training tasks yes, initial weights yes, test tasks yes" in text
+    assert (out / "report.md").is_file()
 
 
 def _worker(*args: str, env: dict[str, str] | None = None) -> dict:
@@ -84,3 +112,31 @@ def test_peer_benchmark_summary_checks_the_targets() -> None:
     assert "MAML++ during multi-step-loss annealing costs 1.20x MAML's time; within" in text
     rows[0]["tasks_per_second"] = 9.0
     assert "1.29x the fastest peer (higher); MISSES" in "\n".join(peers.summarise(rows))
+
+
+def test_checkpointing_benchmark_writes_both_models_and_their_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "checkpointing.json"
+    tiny = ["--hidden", "2", "--image-size", "16", "--queries", "1", "--steps", "1"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "checkpointing.py"), *tiny,
+         "--reps", "1", "--warmup", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert {"commit", "date", "torch", "torch_threads"} <= set(record["environment"])
+    assert record["settings"]["hidden"] == 2
+    for label, model in [
+        ("plain", "resnet12"),
+        ("checkpointing", "resnet12[gradient_checkpointing=true]"),
+    ]:
+        row = record["rows"][label]
+        assert row["status"] == "ok" and row["model"] == model and row["execution"] == "batched"
+        assert row["seconds_per_iteration"] == row["seconds_all"][0] > 0
+        assert row["peak_memory_bytes"] is not None and row["peak_memory_bytes"] >= 0
+    rows = record["rows"]
+    time_ratio = (
+        rows["checkpointing"]["seconds_per_iteration"] / rows["plain"]["seconds_per_iteration"]
+    )
+    assert record["ratios"]["time"] == time_ratio
+    assert "checkpointing / plain: time" in result.stdout

@@ -15,6 +15,7 @@ TINY = {
 #: Tiny instances of model variants (``name[option=value]``), tested like the models.
 VARIANTS = {
     "conv4[downsample=stride]": ({"in_channels": 1, "hidden": 3, "image_size": 16}, (1, 16, 16)),
+    "resnet12[gradient_checkpointing=true]": TINY["resnet12"],
 }
 
 WAYS = 3

@@ -18,8 +18,10 @@ from mamlkit import MODELS, MetaLearner, fit
 from mamlkit.data import DATASETS
 from mamlkit.training import TrainConfig
 from mamlkit.training.build import build_dataset, build_learner, build_sampler, dataset_task
+from tests.helpers.cifar import make_cifar100
 from tests.helpers.conv4_reference import cancelled_by_batch_norm
 from tests.helpers.finite_differences import central_differences_agree
+from tests.helpers.image_folders import make_class_folders
 from tests.helpers.miniimagenet import make_miniimagenet
 from tests.helpers.tiny_models import TINY, build, episode
 
@@ -28,6 +30,16 @@ TINY_RUNS = {
     "omniglot": {"model": "conv4", "ways": 3, "shots": 1, "queries": 2, "hidden": 2},
     "miniimagenet": {"model": "conv4", "ways": 3, "shots": 1, "queries": 2, "hidden": 2},
     "sinusoid": {"model": "mlp", "shots": 5, "queries": 5, "hidden": 8},
+    "cifar-fs": {"model": "conv4", "ways": 3, "shots": 1, "queries": 2, "hidden": 2},
+    "fc100": {"model": "conv4", "ways": 3, "shots": 1, "queries": 2, "hidden": 2},
+    "folder": {
+        "model": "conv4",
+        "ways": 3,
+        "shots": 1,
+        "queries": 2,
+        "hidden": 2,
+        "image_size": 16,
+    },
 }
 
 
@@ -43,6 +55,10 @@ def data_root(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     if name == "miniimagenet":
         make_miniimagenet(tmp_path / "data", classes=3, images=3)
         return str(tmp_path / "data")
+    if name == "folder":
+        return str(make_class_folders(tmp_path / "train", classes=3, images=3).parent)
+    if name in ("cifar-fs", "fc100"):
+        return str(make_cifar100(tmp_path / "data", per_class=3, in_test=1).parent.parent)
     return None
 
 

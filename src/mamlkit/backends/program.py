@@ -15,12 +15,17 @@ after the pool (``relu(maxpool(x)) == maxpool(relu(x))`` for non-decreasing func
 gradients), and on CPU a first-layer conv followed by batch-statistics BatchNorm becomes
 :func:`.kernels.conv_batch_norm`.
 
+A model that checkpoints some of its blocks (``checkpoint_modules``, module names: see
+:mod:`mamlkit.models.checkpointing`) gets the same here: the steps of each such block run under
+non-reentrant activation checkpointing, so only the block's inputs are kept for the backward pass.
+
 Only the operations listed in this file are accepted; anything else raises :class:`NotBatchable`
 naming the operation, and :mod:`mamlkit.backends` then runs the model task by task.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.utils.checkpoint import checkpoint
 
 from mamlkit.backends import kernels
 from mamlkit.backends.layout import per_task_names
@@ -79,19 +85,49 @@ Unary = Callable[[Tensor, Params, int], Tensor]
 
 
 class _Step:
-    """One node of the program: ``run(env, params, tasks)`` returns the node's value."""
+    """One node of the program: ``run(env, params, tasks)`` returns the node's value, computed
+    from the values named in ``reads``."""
 
-    def __init__(self, name: str, run: Callable[[Env, Params, int], Any]) -> None:
+    def __init__(
+        self, name: str, run: Callable[[Env, Params, int], Any], reads: tuple[str, ...]
+    ) -> None:
         self.name = name
         self.run = run
+        self.reads = reads
 
 
-def _unary(source: str, fn: Unary) -> Callable[[Env, Params, int], Any]:
-    return lambda env, params, tasks: fn(env[source], params, tasks)
+def _unary(name: str, source: str, fn: Unary) -> _Step:
+    return _Step(name, lambda env, params, tasks: fn(env[source], params, tasks), (source,))
 
 
-def _pointwise(source: str, fn: Callable[[Tensor], Any]) -> Callable[[Env, Params, int], Any]:
-    return lambda env, params, tasks: fn(env[source])
+def _pointwise(name: str, source: str, fn: Callable[[Tensor], Any]) -> _Step:
+    return _Step(name, lambda env, params, tasks: fn(env[source]), (source,))
+
+
+class _Segment:
+    """Consecutive steps of one checkpointed module: only the values in ``reads`` are kept for
+    the backward pass, which recomputes the others; ``run`` returns the values in ``writes``
+    (those that later steps read) by name."""
+
+    def __init__(self, steps: list[_Step], writes: tuple[str, ...]) -> None:
+        self.steps = steps
+        names = {step.name for step in steps}
+        self.reads = tuple(dict.fromkeys(r for step in steps for r in step.reads if r not in names))
+        self.writes = writes
+
+    def run(self, env: Env, params: Params, tasks: int) -> dict[str, Any]:
+        def segment(*values: Any) -> tuple[Any, ...]:
+            local = dict(zip(self.reads, values, strict=True))
+            for step in self.steps:
+                local[step.name] = step.run(local, params, tasks)
+            return tuple(local[name] for name in self.writes)
+
+        values = [env[name] for name in self.reads]
+        if torch.is_grad_enabled():
+            out = checkpoint(segment, *values, use_reentrant=False)
+        else:
+            out = segment(*values)
+        return dict(zip(self.writes, out, strict=True))
 
 
 class TaskBatchedProgram:
@@ -130,6 +166,8 @@ class TaskBatchedProgram:
         self.input: str | None = None
         self.output: str | None = None
         self._compile()
+        #: The program as run: steps, with those of checkpointed modules grouped in segments.
+        self.plan = self._checkpoint_segments(getattr(model, "checkpoint_modules", ()))
 
     def unsupported_state(self) -> str | None:
         """Why the model cannot run batched in its current mode (``None``: it can)."""
@@ -149,8 +187,11 @@ class TaskBatchedProgram:
             raise NotBatchable(f"inputs must be [tasks, examples, features...], got {x.shape}")
         tasks, examples = x.shape[:2]
         env: Env = {self.input: _to_task_layout(x)}
-        for step in self.steps:
-            env[step.name] = step.run(env, params, tasks)
+        for step in self.plan:
+            if isinstance(step, _Segment):
+                env.update(step.run(env, params, tasks))
+            else:
+                env[step.name] = step.run(env, params, tasks)
         out = env[self.output]
         if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[0] != examples:
             raise NotBatchable("the model's output is not one tensor of per-example outputs")
@@ -200,6 +241,37 @@ class TaskBatchedProgram:
         if self.input is None or self.output is None:
             raise NotBatchable("the traced model has no input or no output")
 
+    def _checkpoint_segments(self, modules: tuple[str, ...]) -> list[_Step | _Segment]:
+        """The steps, with consecutive steps inside one of ``modules`` grouped in a segment."""
+        for name in modules:
+            if name not in self.modules:
+                raise NotBatchable(f"checkpoint_modules names {name!r}, which the model lacks")
+        if not modules:
+            return list(self.steps)
+        nodes = {node.name: node for node in self.graph.nodes}
+
+        def scope(step: _Step) -> str | None:
+            stack = nodes[step.name].meta.get("nn_module_stack", {})
+            inside = [key.split("@")[0] for key in stack]
+            return next((name for name in inside if name in modules), None)
+
+        groups = [(where, list(steps)) for where, steps in itertools.groupby(self.steps, scope)]
+        empty = set(modules) - {where for where, _ in groups}
+        if empty:
+            raise NotBatchable(
+                f"no traced operation lies in checkpointed module(s) {sorted(empty)}"
+            )
+        plan: list[_Step | _Segment] = []
+        for i, (where, steps) in enumerate(groups):
+            if where is None:
+                plan.extend(steps)
+                continue
+            names = {step.name for step in steps}
+            later = [r for _, rest in groups[i + 1 :] for step in rest for r in step.reads]
+            writes = tuple(dict.fromkeys(n for n in [*later, self.output] if n in names))
+            plan.append(_Segment(steps, writes))
+        return plan
+
     def _module_step(self, node: fx.Node, fused_away: set[str]) -> _Step:
         module = self.modules[node.target]
         prefix = f"{node.target}."
@@ -212,13 +284,13 @@ class TaskBatchedProgram:
             if fused is not None:
                 bn_node, run = fused
                 fused_away.add(bn_node.name)
-                return _Step(bn_node.name, _unary(source, run))
-            return _Step(node.name, _unary(source, conv))
+                return _unary(bn_node.name, source, run)
+            return _unary(node.name, source, conv)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             self.stateful.append(module)
-            return _Step(node.name, _unary(source, self._batch_norm(module, prefix)))
+            return _unary(node.name, source, self._batch_norm(module, prefix))
         if isinstance(module, nn.Linear):
-            return _Step(node.name, _unary(source, self._linear(prefix)))
+            return _unary(node.name, source, self._linear(prefix))
         if isinstance(module, nn.MaxPool2d):
             if module.return_indices:
                 raise NotBatchable(f"{node.target}: MaxPool2d(return_indices=True)")
@@ -229,13 +301,13 @@ class TaskBatchedProgram:
             return self._pool_step(node, source, pool)
         if isinstance(module, (nn.Dropout, nn.Dropout2d)):
             self.stateful.append(module)
-            return _Step(node.name, _pointwise(source, lambda x: x))
+            return _pointwise(node.name, source, lambda x: x)
         if isinstance(module, nn.Flatten):
             if module.start_dim != 1 or module.end_dim != -1:
                 raise NotBatchable(f"{node.target}: Flatten must flatten dims 1..-1")
-            return _Step(node.name, _pointwise(source, lambda x: x.flatten(1)))
+            return _pointwise(node.name, source, lambda x: x.flatten(1))
         if isinstance(module, ELEMENTWISE_MODULES + SPATIAL_MODULES):
-            return _Step(node.name, _pointwise(source, module))
+            return _pointwise(node.name, source, module)
         raise NotBatchable(f"{node.target}: {type(module).__name__} is not supported")
 
     def _conv(self, conv: nn.Conv2d, prefix: str) -> Unary:
@@ -332,8 +404,8 @@ class TaskBatchedProgram:
         if activation is not None and len(producer.users) == 1:
             self.steps[:] = [s for s in self.steps if s.name != producer.name]
             inner = _single_tensor_arg(producer)
-            return _Step(node.name, _pointwise(inner, lambda x: activation(pool(x))))
-        return _Step(node.name, _pointwise(source, pool))
+            return _pointwise(node.name, inner, lambda x: activation(pool(x)))
+        return _pointwise(node.name, source, pool)
 
     def _function_step(self, node: fx.Node) -> _Step:
         target = node.target
@@ -342,7 +414,7 @@ class TaskBatchedProgram:
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
             if start != 1 or end != -1:
                 raise NotBatchable("torch.flatten must flatten dims 1..-1")
-            return _Step(node.name, _pointwise(_single_tensor_arg(node), lambda x: x.flatten(1)))
+            return _pointwise(node.name, _single_tensor_arg(node), lambda x: x.flatten(1))
         if target is F.max_pool2d:
             args, kwargs = _constant_args(node)
             names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -357,14 +429,14 @@ class TaskBatchedProgram:
         if target in ELEMENTWISE_FUNCTIONS or target in SPATIAL_FUNCTIONS:
             args, kwargs = _constant_args(node)
             source = _single_tensor_arg(node)
-            return _Step(node.name, _pointwise(source, lambda x: target(x, *args, **kwargs)))
+            return _pointwise(node.name, source, lambda x: target(x, *args, **kwargs))
         if target in ARITHMETIC:
-            return _Step(node.name, _arithmetic(node))
+            return _arithmetic(node)
         if target is torch.mean:
             mean = _spatial_mean(*_constant_args(node))
             if mean is None:
                 raise NotBatchable("torch.mean must average over spatial dims (2 and up) only")
-            return _Step(node.name, _pointwise(_single_tensor_arg(node), mean))
+            return _pointwise(node.name, _single_tensor_arg(node), mean)
         name = getattr(target, "__name__", repr(target))
         raise NotBatchable(f"function {name} is not supported")
 
@@ -375,21 +447,19 @@ class TaskBatchedProgram:
             raise NotBatchable(f"method .{method} on a constant")
         rest = node.args[1:]
         if method in ELEMENTWISE_METHODS and not rest and not node.kwargs:
-            return _Step(node.name, _pointwise(source.name, lambda x: getattr(x, method)()))
+            return _pointwise(node.name, source.name, lambda x: getattr(x, method)())
         if method == "size" and rest == (0,) and not node.kwargs:
-            return _Step(node.name, _pointwise(source.name, lambda x: x.shape[0]))
+            return _pointwise(node.name, source.name, lambda x: x.shape[0])
         if method == "flatten" and (rest in ((1,), (1, -1)) or node.kwargs == {"start_dim": 1}):
-            return _Step(node.name, _pointwise(source.name, lambda x: x.flatten(1)))
+            return _pointwise(node.name, source.name, lambda x: x.flatten(1))
         if method == "mean":
             mean = _spatial_mean(rest, node.kwargs)
             if mean is not None:
-                return _Step(node.name, _pointwise(source.name, mean))
+                return _pointwise(node.name, source.name, mean)
         if method in ("view", "reshape") and len(rest) == 2 and rest[1] == -1:
             first = rest[0]
             if isinstance(first, fx.Node) and first.target == "size" and first.args[1:] == (0,):
-                return _Step(
-                    node.name, _pointwise(source.name, lambda x: x.reshape(x.shape[0], -1))
-                )
+                return _pointwise(node.name, source.name, lambda x: x.reshape(x.shape[0], -1))
         raise NotBatchable(f"method .{method}{tuple(rest)} is not supported")
 
 
@@ -409,7 +479,7 @@ def _constant_args(node: fx.Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
-def _arithmetic(node: fx.Node) -> Callable[[Env, Params, int], Any]:
+def _arithmetic(node: fx.Node) -> _Step:
     if node.kwargs:
         raise NotBatchable(f"{node.target} with keyword arguments")
     fn = node.target
@@ -418,7 +488,7 @@ def _arithmetic(node: fx.Node) -> Callable[[Env, Params, int], Any]:
     def run(env: Env, params: Params, tasks: int) -> Any:
         return fn(*[env[a.name] if isinstance(a, fx.Node) else a for a in args])
 
-    return run
+    return _Step(node.name, run, tuple(a.name for a in node.all_input_nodes))
 
 
 def _spatial_mean(

@@ -11,6 +11,7 @@ from mamlkit.compare.presets import ComparePreset
 from mamlkit.errors import ConfigError
 from mamlkit.training import EvalConfig, TrainConfig, build_config
 from mamlkit.training.build import registered_task
+from mamlkit.training.config import TEST_OVERRIDES
 from mamlkit.vocabulary import TaskKind
 
 
@@ -21,6 +22,19 @@ def require_classification(dataset: str) -> None:
         raise ConfigError(
             f"compare supports classification datasets only; {dataset!r} is a {task} dataset: "
             "train and evaluate it with mamlkit train and mamlkit eval"
+        )
+
+
+def require_trained_setting(evaluation: EvalConfig) -> None:
+    """A comparison tests every algorithm on the tasks it trained on, with its own inner rates
+    (its test curve is measured on them during training), so ``eval_ways``, ``eval_shots`` and
+    ``eval_inner_lr`` are refused; ``mamlkit eval`` tests a finished run with other ones."""
+    given = [key for key in TEST_OVERRIDES if getattr(evaluation, key) is not None]
+    if given:
+        keys = ", ".join(f"eval_{key}" for key in given)
+        raise ConfigError(
+            f"{keys}: compare tests every algorithm on the tasks it trained on; set the train "
+            "values instead (e.g. shots), or test a finished run with mamlkit eval RUN --shots K"
         )
 
 
@@ -65,6 +79,7 @@ def plan_algorithms(
         )
         require_classification(train.dataset)
         evaluation = build_config(EvalConfig, preset.evaluation_values(name), *eval_layers)
+        require_trained_setting(evaluation)
         plans[name] = {
             "train": train.to_dict(),
             "evaluation": evaluation.to_dict(),

@@ -1,4 +1,5 @@
-"""The comparison's figures as PNG files (matplotlib, headless)."""
+"""The comparison's figures as PNG files (matplotlib, headless; optional: without it
+:func:`~mamlkit.compare.write_report` writes the report without them and says how to get them)."""
 
 from __future__ import annotations
 

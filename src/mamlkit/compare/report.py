@@ -237,8 +237,12 @@ def settings_table(algorithms: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_report(results: dict[str, Any], plots: dict[str, str]) -> str:
-    """The Markdown report of a comparison."""
+def render_report(
+    results: dict[str, Any], plots: dict[str, str], *, skipped: str | None = None
+) -> str:
+    """The Markdown report of a comparison, linking ``plots`` (``{title: file name}``);
+    ``skipped``: why there are none (matplotlib missing), said under Plots with the way to draw
+    them later."""
     algorithms = results["algorithms"]
     config, env = results["config"], results["environment"]
     out = ["# Meta-learning comparison", ""]
@@ -323,6 +327,11 @@ def render_report(results: dict[str, Any], plots: dict[str, str]) -> str:
         out.append("")
     out += ["## Plots", ""]
     out += [f"![{title}]({name})" for title, name in plots.items()]
+    if skipped:
+        out.append(
+            f"{skipped[0].upper()}{skipped[1:]}; then `mamlkit report DIR` draws them from "
+            "`results.json`."
+        )
     out += ["", "## Environment", ""]
     memory_method = first["peak_memory_method"] if first else "not measured"
     keys = ("commit", "date", "cpu", "processor", "cuda", "torch_threads", "torch", "python")

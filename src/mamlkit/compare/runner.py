@@ -19,6 +19,7 @@ from mamlkit.compare.presets import ComparePreset
 from mamlkit.compare.report import render_report
 from mamlkit.errors import ConfigError
 from mamlkit.io import atomic_write_json, atomic_write_text
+from mamlkit.training.fits import plots_unavailable
 
 
 class ComparisonFailed(ChildProcessError):
@@ -130,8 +131,12 @@ def run_comparison(
     return results
 
 
-def write_report(out: str | Path, results: dict[str, Any] | None = None) -> None:
-    """(Re)write ``report.md`` and the plots in ``out`` from ``results`` or its results.json."""
+def write_report(out: str | Path, results: dict[str, Any] | None = None) -> str | None:
+    """(Re)write ``report.md`` and the plots in ``out`` from ``results`` or its results.json.
+
+    Without matplotlib (an optional dependency) ``report.md`` is written without the plots, says
+    how to get them, and the same one-line note is returned; ``None`` when the plots were drawn.
+    """
     out = Path(out)
     if results is None:
         path = out / "results.json"
@@ -143,8 +148,10 @@ def write_report(out: str | Path, results: dict[str, Any] | None = None) -> None
             ) from None
         except ValueError as error:
             raise ValueError(f"{path} is not valid JSON ({error})") from None
-    plots = write_plots(results, out)
-    atomic_write_text(out / "report.md", render_report(results, plots))
+    skipped = plots_unavailable()
+    plots = write_plots(results, out) if skipped is None else {}
+    atomic_write_text(out / "report.md", render_report(results, plots, skipped=skipped))
+    return skipped
 
 
 def finished_line(record: dict[str, Any]) -> str:

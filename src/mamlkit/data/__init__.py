@@ -4,7 +4,7 @@ Importing this package is cheap: images are only decoded when a dataset is const
 
 >>> from mamlkit.data import DATASETS
 >>> DATASETS.names()
-['miniimagenet', 'omniglot', 'sinusoid']
+['cifar-fs', 'fc100', 'folder', 'miniimagenet', 'omniglot', 'sinusoid']
 >>> DATASETS.get("sinusoid")(split="test")
 Sinusoid(split='test', amplitude=(0.1, 5.0), phase=(0.0, 3.14159...), x_range=(-5.0, 5.0))
 """
@@ -15,7 +15,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from mamlkit.data import cifar, folder, miniimagenet, omniglot
+from mamlkit.data.cifar import CifarArchiveError, CifarFewShot, download_cifar100
 from mamlkit.data.download import ChecksumError, DownloadError, download_omniglot
+from mamlkit.data.folder import ImageFolder, ImageFolderError, split_classes
+from mamlkit.data.images import ImageFileError, ImageFormat, dataset_image_format, reads_images
 from mamlkit.data.miniimagenet import MiniImageNet, MiniImageNetError
 from mamlkit.data.omniglot import (
     Omniglot,
@@ -49,6 +53,7 @@ DATASETS: Registry[Callable[..., Any]] = Registry(
 
 
 @DATASETS.register("omniglot")
+@reads_images(omniglot.image_format)
 def make_omniglot(
     root: str | os.PathLike[str] | None = None,
     split: str = "train",
@@ -58,11 +63,13 @@ def make_omniglot(
     split_seed: int = 0,
     progress: bool = True,
     split_protocol: str = "vinyals",
+    image_size: int = 28,
     **options: Any,
 ) -> Omniglot:
-    """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (rotations, image_size,
+    """The Omniglot split ``split``; ``options`` go to :class:`Omniglot` (rotations,
     cache_dir); ``progress``: a progress bar while downloading; ``split_protocol``: "vinyals"
-    (the default) or "lake" (Lake et al.'s background / evaluation alphabets).
+    (the default) or "lake" (Lake et al.'s background / evaluation alphabets); ``image_size``:
+    the side of the resized drawings.
 
     The ``omniglot`` entry of :data:`DATASETS` (what ``--dataset omniglot`` builds).
     """
@@ -74,11 +81,13 @@ def make_omniglot(
         split_seed=split_seed,
         progress=progress,
         split_protocol=split_protocol,
+        image_size=image_size,
         **options,
     )
 
 
 @DATASETS.register("miniimagenet")
+@reads_images(miniimagenet.image_format)
 def make_miniimagenet(
     root: str | os.PathLike[str] | None = None,
     split: str = "train",
@@ -105,16 +114,85 @@ def make_miniimagenet(
     )
 
 
+@DATASETS.register("folder")
+@reads_images(folder.image_format)
+def make_folder(
+    root: str | os.PathLike[str] | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    split_seed: int = 0,
+    image_size: int | None = None,
+    channels: str = "rgb",
+    progress: bool = False,
+) -> ImageFolder:
+    """The split ``split`` of your own images in ``root`` (one sub-folder per class, or
+    train/, val/ and test/ folders of them).
+
+    The ``folder`` entry of :data:`DATASETS` (what ``--dataset folder --data-root DIR`` builds);
+    the arguments are those of :class:`ImageFolder`.
+    """
+    return ImageFolder(
+        root,
+        split,
+        download=download,
+        split_seed=split_seed,
+        image_size=image_size,
+        channels=channels,
+        progress=progress,
+    )
+
+
+@DATASETS.register("cifar-fs")
+@reads_images(cifar.image_format)
+def make_cifar_fs(
+    root: str | os.PathLike[str] | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    progress: bool = True,
+) -> CifarFewShot:
+    """CIFAR-FS (Bertinetto et al. 2019): CIFAR-100's classes split 64 / 16 / 20, 32x32 RGB.
+
+    The ``cifar-fs`` entry of :data:`DATASETS`; reads ``<root>/cifar100/cifar-100-binary.tar.gz``
+    (see :class:`CifarFewShot`).
+    """
+    return CifarFewShot("cifar-fs", root, split, download=download, progress=progress)
+
+
+@DATASETS.register("fc100")
+@reads_images(cifar.image_format)
+def make_fc100(
+    root: str | os.PathLike[str] | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    progress: bool = True,
+) -> CifarFewShot:
+    """FC100 (Oreshkin et al. 2018): CIFAR-100 split by superclass, 60 / 20 / 20 classes, 32x32 RGB.
+
+    The ``fc100`` entry of :data:`DATASETS`; reads ``<root>/cifar100/cifar-100-binary.tar.gz``
+    (see :class:`CifarFewShot`).
+    """
+    return CifarFewShot("fc100", root, split, download=download, progress=progress)
+
+
 #: Sinusoid regression (Finn et al. 2017, section 5.1); generated on the fly, nothing to download.
 DATASETS.add("sinusoid", Sinusoid)
 
 __all__ = [
     "DATASETS",
     "ChecksumError",
+    "CifarArchiveError",
+    "CifarFewShot",
     "DownloadError",
     "Episode",
     "EpisodeSampler",
     "FewShotDataset",
+    "ImageFileError",
+    "ImageFolder",
+    "ImageFolderError",
+    "ImageFormat",
     "MiniImageNet",
     "MiniImageNetError",
     "Omniglot",
@@ -123,11 +201,18 @@ __all__ = [
     "SinusoidSampler",
     "SinusoidTasks",
     "TaskDistribution",
+    "dataset_image_format",
+    "download_cifar100",
     "download_omniglot",
     "lake_split_characters",
+    "make_cifar_fs",
+    "make_fc100",
+    "make_folder",
     "make_miniimagenet",
     "make_omniglot",
+    "reads_images",
     "resolve_cache_dir",
     "resolve_data_root",
     "split_characters",
+    "split_classes",
 ]

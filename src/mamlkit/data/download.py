@@ -1,4 +1,5 @@
-"""Fetching the Omniglot archives, checksummed, without leaving partial files behind.
+"""Fetching dataset archives (Omniglot's, CIFAR-100's), checksummed, without leaving partial
+files behind.
 
 Only archives that are missing get downloaded, and only downloads are checksummed: an archive that
 is already on disk is trusted as-is (re-packed copies with identical images but different zip
@@ -73,16 +74,23 @@ def _manual_hint(names: list[str], folder: Path) -> str:
 
 
 def download_file(
-    url: str, dest: str | os.PathLike[str], md5: str, *, progress: bool = True, timeout: float = 60
+    url: str,
+    dest: str | os.PathLike[str],
+    md5: str,
+    *,
+    progress: bool = True,
+    timeout: float = 60,
+    hint: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically and verify its MD5.
 
     The bytes go to a temporary file next to ``dest`` that replaces ``dest`` only once the checksum
     matches, so an interrupted or corrupt download never leaves a file that looks complete.
-    Raises :class:`ChecksumError` on a mismatch and :class:`DownloadError` on any I/O failure.
+    Raises :class:`ChecksumError` on a mismatch and :class:`DownloadError` on any I/O failure;
+    both end with ``hint``, how to get the file by hand (default: the Omniglot archives').
     """
     dest = Path(dest)
-    hint = _manual_hint([dest.name], dest.parent)
+    hint = hint or _manual_hint([dest.name], dest.parent)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")

@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from mamlkit.data.images import ImageFileError, ImageFormat
 from mamlkit.data.storage import (
     DATA_ENV,
     cache_key,
     cached,
     check_split,
+    image_rows,
     resolve_cache_dir,
     resolve_data_root,
     unreadable,
@@ -63,6 +64,19 @@ HOW_TO_GET = (
 
 class MiniImageNetError(ValueError):
     """A mini-ImageNet folder, CSV or image that cannot be used; the message names the file."""
+
+
+def image_format(image_size: int = 84, normalize: bool = False) -> ImageFormat:
+    """How mini-ImageNet turns an image into model input: RGB, Lanczos-resized to
+    ``image_size``, in [0, 1] (or normalised with the ImageNet statistics).
+
+    >>> from mamlkit.data.miniimagenet import image_format
+    >>> image_format().shape, image_format(normalize=True).mean
+    ((3, 84, 84), (0.485, 0.456, 0.406))
+    """
+    if normalize:
+        return ImageFormat(image_size, "rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return ImageFormat(image_size, "rgb")
 
 
 def locate_folder(root: Path, given: object, download: bool) -> Path:
@@ -205,6 +219,8 @@ class MiniImageNet:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.image_size = image_size
         self.normalize = bool(normalize)
+        #: How the images were decoded (and how new images are read to match them).
+        self.image_format = image_format(image_size, self.normalize)
         self.root = resolve_data_root(root)
         try:
             self.folder = locate_folder(self.root, root, download)
@@ -231,13 +247,10 @@ class MiniImageNet:
             raise unreadable(error, "mini-ImageNet", self.root, cache) from None
         self._images = images  # uint8 [images, 3, S, S], possibly memory-mapped
         counts = np.array([len(group) for group in files], dtype=np.int64)
-        self._offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self.num_classes: int = len(files)
         self.image_shape: tuple[int, int, int] = (3, image_size, image_size)
         self.samples_per_class: np.ndarray = counts
         self.samples_per_class.flags.writeable = False
-        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     @property
     def description(self) -> str:
@@ -264,44 +277,14 @@ class MiniImageNet:
         Both arguments are 1-D integer sequences of equal length. Pixels are in [0, 1], or
         normalised with the ImageNet statistics when the dataset was built with ``normalize``.
         """
-        cls = _indices(class_indices, "class_indices")
-        smp = _indices(sample_indices, "sample_indices")
-        if cls.shape != smp.shape:
-            raise ValueError(
-                f"class_indices and sample_indices must have the same length, got "
-                f"{cls.size} and {smp.size}"
-            )
-        bad = (cls < 0) | (cls >= self.num_classes)
-        if bad.any():
-            raise IndexError(
-                f"class index {int(cls[bad][0])} out of range: {self.description} has "
-                f"{self.num_classes} classes (0..{self.num_classes - 1})"
-            )
-        counts = self.samples_per_class[cls]
-        bad = (smp < 0) | (smp >= counts)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise IndexError(
-                f"sample index {int(smp[i])} out of range for class {int(cls[i])} "
-                f"({self.class_names[cls[i]]}), which has {int(counts[i])} samples"
-            )
-        rows = self._offsets[cls] + smp
-        x = torch.from_numpy(np.ascontiguousarray(self._images[rows])).to(torch.float32)
-        x.div_(255.0)
-        if self.normalize:
-            x.sub_(self._mean).div_(self._std)
-        return x
-
-
-def _indices(values: Any, what: str) -> np.ndarray:
-    array = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
-    if array.size == 0:
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{what} must hold integers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {array.shape}")
-    return array.astype(np.int64)
+        rows = image_rows(
+            class_indices,
+            sample_indices,
+            self.samples_per_class,
+            self.description,
+            self.class_names,
+        )
+        return self.image_format.to_tensor(np.ascontiguousarray(self._images[rows]))
 
 
 def _cache_meta(
@@ -364,17 +347,15 @@ def _write_cache(array_file: Path, images: np.ndarray, meta: dict[str, Any]) -> 
 def _decode(images_dir: Path, names: list[str], image_size: int, progress: bool) -> np.ndarray:
     """Decode, convert to RGB and Lanczos-resize every image (uint8 ``[n, 3, S, S]``)."""
     out = np.empty((len(names), 3, image_size, image_size), dtype=np.uint8)
+    decode = image_format(image_size)
     for i, name in enumerate(progress_bar(names, enabled=progress, desc="decode", unit="image")):
         path = images_dir / name
         try:
-            with Image.open(path) as im:
-                rgb = im.convert("RGB")
-            if rgb.size != (image_size, image_size):
-                rgb = rgb.resize((image_size, image_size), Image.LANCZOS)
-        except (OSError, SyntaxError, ValueError) as e:
+            out[i] = decode.read(path)
+        except ImageFileError as e:
+            cause = e.__cause__
             raise MiniImageNetError(
-                f"cannot decode {path} ({type(e).__name__}: {e}); the file is corrupt or not an "
-                f"image: replace it with the original"
-            ) from e
-        out[i] = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+                f"cannot decode {path} ({type(cause).__name__}: {cause}); the file is corrupt or "
+                f"not an image: replace it with the original"
+            ) from cause
     return out

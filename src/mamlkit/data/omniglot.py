@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 
 from mamlkit.data.download import download_omniglot
+from mamlkit.data.images import ImageFormat
 from mamlkit.data.storage import (
     DATA_ENV,
     cache_key,
@@ -128,6 +129,17 @@ LAKE_SPLIT_SIZES: dict[bool, dict[str, int]] = {
 
 class OmniglotArchiveError(ValueError):
     """An Omniglot archive that cannot be read or lacks the official layout."""
+
+
+def image_format(image_size: int = 28) -> ImageFormat:
+    """How Omniglot turns a drawing into model input: grayscale, Lanczos-resized to
+    ``image_size``, inverted (strokes 1, background 0), in [0, 1].
+
+    >>> from mamlkit.data.omniglot import image_format
+    >>> image_format().shape
+    (1, 28, 28)
+    """
+    return ImageFormat(image_size, "grayscale", invert=True)
 
 
 def split_characters(split: str, *, validation: bool = False, split_seed: int = 0) -> np.ndarray:
@@ -282,6 +294,8 @@ class Omniglot:
         self.validation = bool(validation)
         self.rotations = (split == "train") if rotations is None else bool(rotations)
         self.image_size = image_size
+        #: How the drawings were decoded (and how new drawings are read to match them).
+        self.image_format = image_format(image_size)
         self.split_seed = split_seed
         self.root = resolve_data_root(root)
         try:
@@ -372,7 +386,7 @@ class Omniglot:
                 if rows.numel():
                     rotated = torch.rot90(images.index_select(0, rows), turns, dims=(1, 2))
                     images.index_copy_(0, rows, rotated)
-        return images.unsqueeze(1).to(torch.float32).div_(255.0)
+        return self.image_format.to_tensor(images.unsqueeze(1))
 
 
 def _lake_characters(
@@ -540,6 +554,7 @@ def _list_characters(zf: zipfile.ZipFile, path: Path, top: str) -> dict[str, lis
 def _decode_archive(path: Path, image_size: int) -> _Decoded:
     """Decode every character image of one archive: grayscale, Lanczos-resized, inverted (uint8)."""
     top = path.name.removesuffix(".zip")
+    decode = image_format(image_size).pixels
     try:
         with zipfile.ZipFile(path) as zf:
             characters = _list_characters(zf, path, top)
@@ -549,10 +564,7 @@ def _decode_archive(path: Path, image_size: int) -> _Decoded:
             for i, member in enumerate(members):
                 try:
                     with Image.open(io.BytesIO(zf.read(member))) as im:
-                        gray = im.convert("L")
-                    if gray.size != (image_size, image_size):
-                        gray = gray.resize((image_size, image_size), Image.LANCZOS)
-                    images[i] = 255 - np.asarray(gray, dtype=np.uint8)
+                        images[i] = decode(im)[0]
                 except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
                     raise OmniglotArchiveError(
                         f"{path}: cannot decode {member} ({type(e).__name__}: {e}); the archive "

@@ -10,6 +10,12 @@ draws its classes from one group, chosen uniformly among the groups with at leas
 ``sources`` (one label per class, e.g. Omniglot's ``class_characters``; default: every class its
 own) marks classes that are variants of one item (a character and its rotations): a task holds N
 distinct sources of its group, each as one of its classes chosen uniformly.
+
+``support_transform`` and ``query_transform`` augment the support and the query images (see
+:mod:`mamlkit.data.augment`): each gets the images of the whole meta-batch and a
+``torch.Generator`` seeded, for every meta-batch, from a second stream of the sampler's seed, so
+augmentation never changes which classes and samples are drawn (and a sampler without transforms
+has no second stream at all).
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ import torch
 from torch import Tensor
 
 from mamlkit.checks import positive_int
+from mamlkit.data.augment import Transform
 from mamlkit.episodes import Episode
 
 STATE_VERSION = 1
+
+#: The spawn key of the augmentation stream: ``SeedSequence(seed, spawn_key=(AUGMENT_STREAM,))``,
+#: independent of the stream ``default_rng(seed)`` that draws the tasks.
+AUGMENT_STREAM = 0x617567
 
 
 @runtime_checkable
@@ -140,11 +151,22 @@ class EpisodeSampler(SeededStream):
         sources: one label per class; classes sharing one (e.g. a character and its rotations)
             never appear together in a task: a task draws N distinct sources and one class of
             each, uniformly. Without ``groups``, the whole dataset is one group.
+        support_transform: augments the support images: called with the support images of all
+            tasks of a meta-batch, ``[B * N * K, *image_shape]``, and a ``torch.Generator`` to
+            draw from; returns images of that shape (built-in ones: :mod:`mamlkit.data.augment`).
+        query_transform: the same for the query images ``[B * N * Q, *image_shape]``, with its
+            own generator.
 
     Impossible requests (more ways than classes, more shots + queries than the smallest class
     holds, no group with N sources) fail at construction with a message naming the dataset.
     Without ``groups`` and ``sources`` each task's classes are one ``rng.choice`` of all classes,
     and the state holds only the generator.
+
+    With a transform, every meta-batch draws two seeds from a second generator,
+    ``default_rng(SeedSequence(seed, spawn_key=(AUGMENT_STREAM,)))``: one seeds the support
+    transform's ``torch.Generator``, the other the query transform's. The tasks' classes and
+    samples are those of the same sampler without transforms; the state also holds the second
+    generator, so a resumed sampler augments exactly as an uninterrupted one.
 
     An in-memory dataset of 10 classes with 6 "images" ``[1, 2, 2]`` each:
 
@@ -186,6 +208,17 @@ class EpisodeSampler(SeededStream):
     >>> classes = grouped.sample().support_x[:, :, 0, 0, 0].long() // 10
     >>> bool(((classes < 4).all(1) | (classes >= 4).all(1)).all())
     True
+
+    A query transform (here: negate every image) leaves the support set and the draws alone:
+
+    >>> negate = lambda images, generator: -images
+    >>> plain = EpisodeSampler(Toy(), 5, 1, 2, meta_batch=4, seed=3).sample()
+    >>> augmented = EpisodeSampler(Toy(), 5, 1, 2, meta_batch=4, seed=3, query_transform=negate)
+    >>> episode = augmented.sample()
+    >>> torch.equal(episode.support_x, plain.support_x)
+    True
+    >>> torch.equal(episode.query_x, -plain.query_x)
+    True
     """
 
     _noun = "an EpisodeSampler"
@@ -202,6 +235,8 @@ class EpisodeSampler(SeededStream):
         batches: int | None = None,
         groups: Sequence[Any] | np.ndarray | None = None,
         sources: Sequence[Any] | np.ndarray | None = None,
+        support_transform: Transform | None = None,
+        query_transform: Transform | None = None,
     ) -> None:
         self.ways = positive_int("ways", ways)
         self.shots = positive_int("shots", shots)
@@ -231,6 +266,23 @@ class EpisodeSampler(SeededStream):
         self._groups: list[tuple[np.ndarray, np.ndarray]] | None = None
         if groups is not None or sources is not None:
             self._groups = _group_tables(groups, sources, num_classes, self.ways, name)
+        for what, transform in (("support", support_transform), ("query", query_transform)):
+            if transform is not None and not callable(transform):
+                raise TypeError(
+                    f"{what}_transform must be callable as transform(images, generator), got "
+                    f"{type(transform).__name__}"
+                )
+        self.support_transform = support_transform
+        self.query_transform = query_transform
+        self._augment_rng: np.random.Generator | None = None
+        if self.augments:
+            sequence = np.random.SeedSequence(self.seed, spawn_key=(AUGMENT_STREAM,))
+            self._augment_rng = np.random.default_rng(sequence)
+
+    @property
+    def augments(self) -> bool:
+        """Whether the sampler transforms its support or query images."""
+        return self.support_transform is not None or self.query_transform is not None
 
     @property
     def grouped(self) -> bool:
@@ -287,28 +339,72 @@ class EpisodeSampler(SeededStream):
         images = images.reshape(b, n, k + q, *images.shape[1:])
         support_x = images[:, :, :k].reshape(b, n * k, *images.shape[3:])
         query_x = images[:, :, k:].reshape(b, n * q, *images.shape[3:])
+        if self._augment_rng is not None:
+            support_seed, query_seed = self._augment_rng.integers(0, 2**63, size=2).tolist()
+            support_x = self._transformed("support", support_x, support_seed)
+            query_x = self._transformed("query", query_x, query_seed)
         labels = torch.arange(n, dtype=torch.int64)
         support_y = labels.repeat_interleave(k).expand(b, -1).contiguous()
         query_y = labels.repeat_interleave(q).expand(b, -1).contiguous()
         return Episode(support_x, support_y, query_x, query_y)
 
+    def _transformed(self, what: str, images: Tensor, seed: int) -> Tensor:
+        """``images`` [B, n, ...] through the ``what`` transform (if any), which sees them as
+        ``[B * n, ...]`` and draws from a ``torch.Generator`` seeded with ``seed``."""
+        transform = self.support_transform if what == "support" else self.query_transform
+        if transform is None:
+            return images
+        flat = images.reshape(-1, *images.shape[2:])
+        out = transform(flat, torch.Generator().manual_seed(seed))
+        if not isinstance(out, Tensor) or out.shape != flat.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"{what}_transform {transform!r} must return images of the shape it was given, "
+                f"{tuple(flat.shape)}, got {got}"
+            )
+        return out.reshape(images.shape)
+
     def _extra_state(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         signature = self._group_signature()
-        return {} if signature is None else {"groups": signature}
+        if signature is not None:
+            extra["groups"] = signature
+        if self._augment_rng is not None:
+            extra["augment"] = self._augment_rng.bit_generator.state
+        return extra
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if self._augment_rng is not None:
+            self._augment_rng.bit_generator.state = state["augment"]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; later meta-batches continue its stream exactly. A state
-        saved with another grouping (``groups`` / ``sources``) is refused."""
+        saved with another grouping (``groups`` / ``sources``), or by a sampler that augmented
+        its images when this one does not (or the reverse), is refused."""
         saved, own = state.get("groups"), self._group_signature()
         if saved != own:
             raise ValueError(
                 f"sampler state was saved by a sampler drawing tasks {_grouping(saved)}, but this "
                 f"one draws them {_grouping(own)}; resume with the same groups and sources"
             )
+        if ("augment" in state) != self.augments:
+            saved_by = "augmented" if "augment" in state else "did not augment"
+            this = "augments" if self.augments else "does not augment"
+            raise ValueError(
+                f"sampler state was saved by a sampler that {saved_by} its images, but this one "
+                f"{this} them; resume with the same support_transform and query_transform "
+                "(--augment)"
+            )
         super().load_state_dict(state)
 
     def __repr__(self) -> str:
         grouped = f", groups={len(self._groups)}" if self._groups is not None else ""
+        for what, transform in (
+            ("support", self.support_transform),
+            ("query", self.query_transform),
+        ):
+            if transform is not None:
+                grouped += f", {what}_transform={transform!r}"
         return (
             f"EpisodeSampler(ways={self.ways}, shots={self.shots}, queries={self.queries}, "
             f"meta_batch={self.meta_batch}, seed={self.seed}, batches={self.batches}{grouped})"

@@ -18,6 +18,9 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+import torch
+
 T = TypeVar("T")
 
 DATA_ENV = "MAMLKIT_DATA"
@@ -80,6 +83,71 @@ def check_split(dataset: str, split: str, valid: Collection[str]) -> str:
         names = ", ".join(repr(name) for name in valid)
         raise ValueError(f"unknown {dataset} split {split!r}; valid splits: {names}")
     return split
+
+
+def index_array(values: Any, what: str) -> np.ndarray:
+    """``values`` (a list, numpy array or tensor of integers) as a 1-D int64 array; anything else
+    is an error naming ``what`` (the argument of a dataset's ``get``).
+
+    >>> import torch
+    >>> from mamlkit.data.storage import index_array
+    >>> index_array(torch.tensor([2, 0]), "class_indices")
+    array([2, 0])
+    >>> index_array([0.5], "sample_indices")
+    Traceback (most recent call last):
+        ...
+    TypeError: sample_indices must hold integers, got dtype float64
+    """
+    array = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
+    if array.size == 0:
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{what} must hold integers, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {array.shape}")
+    return array.astype(np.int64)
+
+
+def image_rows(
+    class_indices: Any,
+    sample_indices: Any,
+    samples_per_class: np.ndarray,
+    description: str,
+    class_names: list[str],
+) -> np.ndarray:
+    """The rows of images stored class by class (``samples_per_class[c]`` rows for class ``c``)
+    that a dataset's ``get(class_indices, sample_indices)`` asks for; an index out of range is an
+    error naming ``description`` (e.g. "the cifar-fs 'test' split") and the class.
+
+    >>> import numpy as np
+    >>> from mamlkit.data.storage import image_rows
+    >>> image_rows([1, 0], [2, 0], np.array([3, 4]), "a split", ["a", "b"])
+    array([5, 0])
+    """
+    cls = index_array(class_indices, "class_indices")
+    smp = index_array(sample_indices, "sample_indices")
+    if cls.shape != smp.shape:
+        raise ValueError(
+            f"class_indices and sample_indices must have the same length, got "
+            f"{cls.size} and {smp.size}"
+        )
+    num_classes = len(samples_per_class)
+    bad = (cls < 0) | (cls >= num_classes)
+    if bad.any():
+        raise IndexError(
+            f"class index {int(cls[bad][0])} out of range: {description} has "
+            f"{num_classes} classes (0..{num_classes - 1})"
+        )
+    counts = samples_per_class[cls]
+    bad = (smp < 0) | (smp >= counts)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise IndexError(
+            f"sample index {int(smp[i])} out of range for class {int(cls[i])} "
+            f"({class_names[cls[i]]}), which has {int(counts[i])} samples"
+        )
+    offsets = np.concatenate([[0], np.cumsum(samples_per_class)[:-1]]).astype(np.int64)
+    return offsets[cls] + smp
 
 
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}

@@ -8,6 +8,11 @@ pooling and a linear head. Widths are 64-160-320-640 by default (``hidden`` scal
 As in :class:`~mamlkit.Conv4`, BatchNorm always uses the statistics of the batch it is given
 (``track_running_stats=False``): the model has no buffers, so it is a pure function of its
 parameters under ``torch.func.functional_call`` and supports double backward (MAML).
+
+``gradient_checkpointing=True`` (as a model name, ``resnet12[gradient_checkpointing=true]``)
+checkpoints each residual block (:mod:`mamlkit.models.checkpointing`): the forward pass keeps
+only the block's input, and every backward pass that reaches the block recomputes its
+activations. Same values and gradients; less memory (mostly the query passes') for more time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mamlkit.checks import FOUR_POOLS, model_sizes, positive_int
+from mamlkit.models.checkpointing import checkpointed
 
 #: Block widths relative to ``hidden`` (64 -> 64, 160, 320, 640).
 WIDTH_RATIOS = (1.0, 2.5, 5.0, 10.0)
@@ -71,6 +77,8 @@ class ResNet12(nn.Module):
         channels: the four block widths, overriding ``hidden``.
         track_running_stats: BatchNorm with running statistics (for MAML++'s per-step
             statistics, BNRS) instead of batch statistics only.
+        gradient_checkpointing: recompute each block's activations in the backward pass
+            instead of keeping them (less memory, more time; same gradients).
 
     Parameter names: ``features.block{1..4}.{conv,norm}{1,2,3}.*``,
     ``features.block{1..4}.shortcut.{conv,norm}.*`` and ``head.{weight,bias}`` (so
@@ -96,6 +104,7 @@ class ResNet12(nn.Module):
         image_size: int = 84,
         channels: Sequence[int] | None = None,
         track_running_stats: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         model_sizes(
@@ -119,6 +128,12 @@ class ResNet12(nn.Module):
             )
             width = out
         self.head = nn.Linear(width, num_classes)
+        #: The submodules whose activations are recomputed in the backward pass.
+        self.checkpoint_modules: tuple[str, ...] = ()
+        if gradient_checkpointing:
+            self.checkpoint_modules = tuple(
+                f"features.{name}" for name, _ in self.features.named_children()
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -134,4 +149,9 @@ class ResNet12(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[n, num_classes]`` of images ``[n, in_channels, image_size, image_size]``."""
-        return self.head(torch.flatten(self.features(x).mean(dim=(2, 3)), 1))
+        if self.checkpoint_modules:
+            for block in self.features:
+                x = checkpointed(block, x)
+        else:
+            x = self.features(x)
+        return self.head(torch.flatten(x.mean(dim=(2, 3)), 1))

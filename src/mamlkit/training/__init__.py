@@ -2,6 +2,8 @@
 
 * :mod:`.loop`: :func:`fit` (the outer loop, with :class:`Callback` hooks) and :func:`train_maml`;
 * :mod:`.evaluation`: :func:`evaluate`, :func:`eval_run` and :class:`EvalResult`;
+* :mod:`.prediction`: :func:`predict`, a trained run adapted to your own images, and
+  :class:`Predictions`;
 * :mod:`.config`: :class:`TrainConfig` and :class:`EvalConfig` (what a run is);
 * :mod:`.build`: building the device, dataset, task stream, learner and schedule of a config;
 * :mod:`.schedules`: the outer learning-rate schedule, built alike for every entry point;
@@ -16,6 +18,7 @@ from mamlkit.training.build import build_dataset, build_learner, build_sampler, 
 from mamlkit.training.config import EvalConfig, TrainConfig, build_config
 from mamlkit.training.evaluation import EvalResult, eval_run, evaluate
 from mamlkit.training.loop import Callback, LoopState, fit, train_maml
+from mamlkit.training.prediction import Predictions, predict
 from mamlkit.training.run import train_run
 from mamlkit.training.run_folder import load_run
 
@@ -24,6 +27,7 @@ __all__ = [
     "EvalConfig",
     "EvalResult",
     "LoopState",
+    "Predictions",
     "TrainConfig",
     "build_config",
     "build_dataset",
@@ -33,6 +37,7 @@ __all__ = [
     "evaluate",
     "fit",
     "load_run",
+    "predict",
     "resolve_device",
     "train_maml",
     "train_run",

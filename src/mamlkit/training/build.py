@@ -19,6 +19,7 @@ import torch
 from mamlkit.algorithms import resolve_algorithm
 from mamlkit.algorithms.hooks import known_options
 from mamlkit.data import DATASETS, EpisodeSampler, TaskDistribution
+from mamlkit.data.augment import augmentation
 from mamlkit.errors import ConfigError
 from mamlkit.learner import MetaLearner
 from mamlkit.models import MODELS, parse_model
@@ -68,7 +69,8 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
 
     ``validation`` is passed to a dataset that carves its validation split out of the others
     (Omniglot); one with a fixed validation split of its own (mini-ImageNet, sinusoid) just has
-    it evaluated.
+    it evaluated. The dataset options ``image_size`` and ``channels`` (:func:`dataset_options`)
+    go to a factory that takes them, and are refused (when set) by one that does not.
     """
     factory = DATASETS.get(config.dataset)
     accepted = inspect.signature(factory).parameters
@@ -90,9 +92,33 @@ def build_dataset(config: TrainConfig, split: str) -> Any:
             f"{config.dataset!r} has its own class split (leave omniglot_split at "
             f"{_default(TrainConfig, 'omniglot_split')})"
         )
+    for key, value in dataset_options(config).items():
+        if key not in accepted:
+            raise ConfigError(
+                f"dataset {config.dataset!r} takes no {key} option (got --{key.replace('_', '-')} "
+                f"{value}); leave it unset"
+            )
+        options[key] = value
     if "progress" in accepted:
         options["progress"] = config.progress
     return factory(root=config.data_root, split=split, download=config.download, **options)
+
+
+#: The config keys that are options of the dataset itself (how it decodes its images): passed
+#: to a factory that takes them when set, refused by one that does not.
+DATASET_OPTIONS: tuple[str, ...] = ("image_size", "channels")
+
+
+def dataset_options(config: TrainConfig) -> dict[str, Any]:
+    """The dataset options (:data:`DATASET_OPTIONS`) of ``config`` that are set.
+
+    >>> from mamlkit.training import TrainConfig
+    >>> from mamlkit.training.build import dataset_options
+    >>> dataset_options(TrainConfig(dataset="folder", channels="grayscale"))
+    {'channels': 'grayscale'}
+    """
+    values = {key: getattr(config, key) for key in DATASET_OPTIONS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def dataset_task(dataset: Any) -> TaskKind:
@@ -119,13 +145,29 @@ def _default(cls: type, key: str) -> Any:
 
 
 def build_sampler(
-    config: TrainConfig, dataset: Any, *, queries: int, meta_batch: int, seed: int
+    config: TrainConfig,
+    dataset: Any,
+    *,
+    queries: int,
+    meta_batch: int,
+    seed: int,
+    augment: bool = False,
 ) -> Any:
     """The task stream of ``dataset``: an :class:`~mamlkit.data.EpisodeSampler` of ``ways``-way
     tasks, or for a regression dataset its own ``task_sampler`` (then ``ways`` and ``episodes``
     must be left at their defaults: they do not apply, and are refused rather than ignored).
-    ``episodes`` decides how a task's classes are drawn (:func:`episode_grouping`)."""
+    ``episodes`` decides how a task's classes are drawn (:func:`episode_grouping`). A dataset
+    with a ``check_tasks(ways, shots, queries)`` method (the folder dataset) refuses tasks it
+    cannot give first, in its own words (naming the class that is too small).
+
+    ``augment``: this is the training task stream, whose images ``config.augment`` transforms
+    (:func:`episode_augmentation`); validation and test streams leave it ``False``."""
     if dataset_task(dataset) == TaskKind.REGRESSION:
+        if config.augment is not None:
+            raise ConfigError(
+                f"{config.dataset} is a regression dataset: --augment transforms images and does "
+                f"not apply (got {config.augment}); leave it unset"
+            )
         if config.ways != _default(TrainConfig, "ways"):
             raise ConfigError(
                 f"{config.dataset} is a regression dataset: --ways does not apply (got "
@@ -138,9 +180,39 @@ def build_sampler(
             )
         return dataset.task_sampler(config.shots, queries, meta_batch, seed=seed)
     grouping = episode_grouping(config, dataset)
+    check_tasks = getattr(dataset, "check_tasks", None)
+    if callable(check_tasks):  # the dataset's own words for tasks it cannot give
+        check_tasks(config.ways, config.shots, queries)
+    transforms = episode_augmentation(config, dataset) if augment else {}
     return EpisodeSampler(
-        dataset, config.ways, config.shots, queries, meta_batch, seed=seed, **grouping
+        dataset, config.ways, config.shots, queries, meta_batch, seed=seed, **grouping, **transforms
     )
+
+
+def episode_augmentation(config: TrainConfig, dataset: Any) -> dict[str, Any]:
+    """The :class:`~mamlkit.data.EpisodeSampler` transforms of ``config.augment`` (the built-in
+    augmentations of :mod:`mamlkit.data.augment`), as ``support_transform`` and / or
+    ``query_transform`` as ``config.augment_sets`` says; none without ``augment``. Images must
+    be ``[C, H, W]``.
+
+    >>> from mamlkit.training import TrainConfig
+    >>> from mamlkit.training.build import episode_augmentation
+    >>> class Images:
+    ...     image_shape = (3, 32, 32)
+    >>> episode_augmentation(TrainConfig(augment="flip", augment_sets="query"), Images())
+    {'query_transform': Compose(RandomHorizontalFlip(p=0.5))}
+    """
+    transform = augmentation(config.augment)
+    if transform is None:
+        return {}
+    shape = tuple(getattr(dataset, "image_shape", ()))
+    if len(shape) != 3:
+        raise ConfigError(
+            f"--augment transforms images [C, H, W], but dataset {config.dataset!r} gives inputs "
+            f"of shape {list(shape)}; leave --augment unset"
+        )
+    sets = config.augment_sets.split(",")
+    return {f"{what}_transform": transform for what in ("support", "query") if what in sets}
 
 
 def episode_grouping(config: TrainConfig, dataset: Any) -> dict[str, Any]:

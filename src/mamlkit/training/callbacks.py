@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,14 +16,16 @@ from mamlkit.learner import MetaLearner
 from mamlkit.training.checkpoints import TrainingState, save_checkpoint
 from mamlkit.training.distributed import ProcessGroup, any_rank, average_gradients
 from mamlkit.training.interrupts import StopRequest
+from mamlkit.training.loggers import MetricsWriter
 from mamlkit.training.loop import Callback, LoopState, Record
 
 
 class MetricsLog(Callback):
     """Keeps every logged record (``records``) and appends it as a JSON line to ``path``
-    (``None``: keep only, e.g. on a process that writes no files).
+    (``None``: keep only, e.g. on a process that writes no files), and hands every record to
+    ``writers`` too (:mod:`mamlkit.training.loggers`: CSV tables, TensorBoard).
 
-    Use it as a context manager, which closes the file.
+    Use it as a context manager, which opens the writers and closes the file and the writers.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -34,20 +37,33 @@ class MetricsLog(Callback):
     {"iteration": 1, "loss": 0.5}
     """
 
-    def __init__(self, path: Path | None, records: list[Record] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        records: list[Record] | None = None,
+        writers: Sequence[MetricsWriter] = (),
+    ) -> None:
         self.records = [] if records is None else records
         self._file: IO[str] | None = None
         self.path = path
+        self.writers = list(writers)
 
     def __enter__(self) -> MetricsLog:
-        if self.path is not None:
-            self._file = open(self.path, "a", encoding="utf-8")
+        with contextlib.ExitStack() as opened:  # a writer that fails to open closes the others
+            if self.path is not None:
+                self._file = opened.enter_context(open(self.path, "a", encoding="utf-8"))
+            for writer in self.writers:
+                writer.open()
+                opened.callback(writer.close)
+            opened.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        for writer in self.writers:
+            writer.close()
 
     def on_log(self, record: Record) -> None:
         """Keep ``record``; write and flush it as one line."""
@@ -55,10 +71,13 @@ class MetricsLog(Callback):
         self.write(record)
 
     def write(self, record: Record) -> None:
-        """Append ``record`` to the file only (e.g. a validation evaluation's record)."""
+        """Append ``record`` to the file and the writers only, without keeping it (e.g. a
+        validation evaluation's record)."""
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+        for writer in self.writers:
+            writer.write(record)
 
 
 class Checkpoints(Callback):

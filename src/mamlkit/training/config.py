@@ -20,15 +20,22 @@ from mamlkit.algorithms import DEFAULT_ALGORITHM, OUTER_LR_SCHEDULES, resolve_al
 from mamlkit.algorithms.mamlpp import FIRST_ORDER_ITERATIONS, MSL_ANNEAL_ITERATIONS
 from mamlkit.backends import EXECUTIONS
 from mamlkit.data import DATASETS
+from mamlkit.data.augment import augmentation_names
 from mamlkit.data.omniglot import SPLIT_PROTOCOLS
 from mamlkit.errors import ConfigError
 from mamlkit.learner import DEFAULT_INNER_LR, DEFAULT_INNER_STEPS
 from mamlkit.models import parse_model
 from mamlkit.registry import UnknownNameError
 from mamlkit.training.schedules import DEFAULT_OUTER_LR_MIN
+from mamlkit.vocabulary import TaskKind
 
 #: How a task's classes are drawn (``episodes``): from the whole split, or all from one alphabet.
 EPISODES: tuple[str, ...] = ("any", "within_alphabet")
+
+#: Where a run's metrics go (``logger``, comma-separated): ``metrics.jsonl`` is always written
+#: (resume and ``mamlkit compare`` read it); ``csv`` adds ``metrics.csv`` and ``validation.csv``,
+#: ``tensorboard`` adds TensorBoard event files (the ``mamlkit[tensorboard]`` extra).
+LOGGERS: tuple[str, ...] = ("jsonl", "csv", "tensorboard")
 
 
 def _option(default: Any, help: str) -> Any:
@@ -67,11 +74,11 @@ class TrainConfig:
     dataset: str = _option(
         "omniglot", "dataset: a name (mamlkit list shows them) or package.module:factory"
     )
-    model: str = _option(
-        "conv4",
+    model: str | None = _option(
+        None,
         "model: a name (mamlkit list shows them), a variant NAME[option=value,...] such as "
         "conv4[downsample=stride] (Finn et al.'s strided Omniglot network), or "
-        "package.module:factory",
+        "package.module:factory (default: the dataset's, conv4 for images, mlp for sinusoid)",
     )
     ways: int = _option(5, "classes per task (N)")
     shots: int = _option(1, "support examples per class (K)")
@@ -117,6 +124,26 @@ class TrainConfig:
         "split) or within_alphabet (N distinct characters of one alphabet, as in Lake et al.'s "
         "one-shot tasks; needs a dataset with alphabets, i.e. omniglot)",
     )
+    image_size: int | None = _option(
+        None,
+        "side of the square images the dataset resizes to (default: the dataset's: omniglot 28, "
+        "miniimagenet 84, folder 84 with rgb or 28 with grayscale)",
+    )
+    channels: str | None = _option(
+        None, "colour of the folder dataset's images: rgb (the default) or grayscale"
+    )
+    augment: str | None = _option(
+        None,
+        "augment the images of the training tasks (never validation or test tasks), "
+        "comma-separated: flip (random horizontal flip), crop (random shift: zero-pad by a "
+        "side // 8 and crop back), rot90 (random rotation by a multiple of 90 degrees); drawn "
+        "from the --seed task stream, so runs stay reproducible (default: none)",
+    )
+    augment_sets: str = _option(
+        "support,query",
+        "which images of a training task --augment transforms: support,query (both), support "
+        "or query",
+    )
     validation: bool = _option(
         False,
         "hold out a validation split (Omniglot: 1100/100/423 characters; 883/81/659, 5 "
@@ -155,6 +182,12 @@ class TrainConfig:
     data_root: str | None = _option(None, "data folder (default $MAMLKIT_DATA or ~/.cache/mamlkit)")
     download: bool = _option(False, "download missing data archives")
     log_every: int = _option(10, "iterations between metrics.jsonl records")
+    logger: str = _option(
+        "jsonl",
+        "where the metrics go, comma-separated: jsonl (metrics.jsonl, always written), csv "
+        "(metrics.csv and validation.csv), tensorboard (event files in tensorboard/; needs pip "
+        "install 'mamlkit[tensorboard]')",
+    )
     checkpoint_every: int = _option(
         100,
         "iterations between checkpoints (checkpoint.safetensors; one is also written at the end)",
@@ -175,13 +208,16 @@ class EvalConfig:
 
     The ``mamlkit eval`` flags; :func:`mamlkit.training.eval_run` takes it. Fields are checked like
     :class:`TrainConfig`'s. ``inner_steps=None`` adapts with as many steps as the run trained.
+    ``ways``, ``shots`` and ``inner_lr`` (:data:`TEST_OVERRIDES`) test the run on other tasks or
+    with another fixed inner learning rate than it trained with; ``None`` keeps the run's, and
+    :func:`mamlkit.training.evaluation.evaluated_config` refuses those a run cannot honour.
 
     >>> from mamlkit.training.config import EvalConfig
     >>> EvalConfig(tasks=100)
     EvalConfig(tasks=100, inner_steps=None, queries=15, seed=0, meta_batch=25, split='test',
-               weights='auto')
-    >>> EvalConfig(tasks=100).to_dict()["split"]
-    'test'
+               weights='auto', ways=None, shots=None, inner_lr=None)
+    >>> EvalConfig(tasks=100, shots=5).to_dict()["shots"]
+    5
     """
 
     tasks: int = _option(600, "test tasks")
@@ -197,6 +233,21 @@ class EvalConfig:
         "weights to test: best (kept by a run with --validation), final, or auto (the best when "
         "the run kept them, else the final ones)",
     )
+    ways: int | None = _option(
+        None,
+        "classes per test task (default: the run's; a classifier has one output per trained "
+        "class, so only the run's value is accepted; not for regression)",
+    )
+    shots: int | None = _option(
+        None,
+        "support examples per class of a test task, support points per task for regression "
+        "(default: the run's)",
+    )
+    inner_lr: float | None = _option(
+        None,
+        "inner learning rate at test time (default: the run's); refused for an algorithm that "
+        "learns its inner rates (metasgd, mamlpp, fomamlpp), whose learned rates are tested",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -204,6 +255,11 @@ class EvalConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every field by name (recorded in ``eval.json``)."""
         return dataclasses.asdict(self)
+
+
+#: The :class:`EvalConfig` fields that test a run on other tasks (``ways``, ``shots``) or with
+#: another inner learning rate than it trained with (the run's values when ``None``).
+TEST_OVERRIDES: tuple[str, ...] = ("ways", "shots", "inner_lr")
 
 
 POSITIVE_INTS = (
@@ -221,6 +277,7 @@ POSITIVE_INTS = (
     "validation_tasks",
     "validation_steps",
     "patience",
+    "image_size",
 )
 
 
@@ -275,10 +332,9 @@ def validate(config: Any) -> None:
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     for key in ("inner_lr", "outer_lr"):
-        if hasattr(config, key):
-            value = getattr(config, key)
-            if not (0 < value < float("inf")):
-                raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+        value = getattr(config, key, None)
+        if value is not None and not (0 < value < float("inf")):
+            raise ConfigError(f"{key} must be a finite number > 0, got {value}")
     schedule = getattr(config, "outer_lr_schedule", None)
     if schedule is not None and schedule not in OUTER_LR_SCHEDULES:
         raise ConfigError(
@@ -304,8 +360,101 @@ def validate(config: Any) -> None:
     if budget is not None and not (0 < budget < float("inf")):
         raise ConfigError(f"budget_minutes must be a finite number > 0, got {budget}")
     if isinstance(config, TrainConfig):
+        config.logger = ",".join(logger_names(config.logger))
+        check_augment(config)
         check_validation(config)
+        if config.model is None:
+            config.model = default_model(config.dataset)
         check_names(config)
+
+
+def logger_names(value: str) -> tuple[str, ...]:
+    """The loggers a ``logger`` value names, in :data:`LOGGERS` order; ``jsonl`` is always one
+    of them (``metrics.jsonl`` is the run's record), so ``"csv"`` means ``"jsonl,csv"``.
+
+    >>> from mamlkit.training.config import logger_names
+    >>> logger_names("tensorboard, csv")
+    ('jsonl', 'csv', 'tensorboard')
+    >>> logger_names("tensorbord")
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: unknown logger 'tensorbord'; did you mean 'tensorboard'? (loggers:
+    jsonl, csv, tensorboard, comma-separated)
+    """
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = sorted(names - set(LOGGERS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], LOGGERS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown logger {unknown[0]!r}{hint} (loggers: {', '.join(LOGGERS)}, comma-separated)"
+        )
+    return tuple(name for name in LOGGERS if name in names or name == "jsonl")
+
+
+#: The sets of a task that ``augment`` may transform (``augment_sets``, comma-separated).
+AUGMENT_SETS: tuple[str, ...] = ("support", "query")
+
+
+def check_augment(config: TrainConfig) -> None:
+    """Check and normalise ``augment`` (known names, in the order they apply; ``None`` for none)
+    and ``augment_sets``; ``augment_sets`` changed without ``augment`` would be ignored, so it
+    is refused.
+
+    >>> from mamlkit.training.config import TrainConfig
+    >>> config = TrainConfig(augment="crop, flip", augment_sets="query")
+    >>> config.augment, config.augment_sets
+    ('flip,crop', 'query')
+    >>> TrainConfig(augment="flip", augment_sets="supports")
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: unknown augment_sets entry 'supports'; did you mean 'support'?
+    (support, query, comma-separated)
+    """
+    try:
+        names = augmentation_names(config.augment)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    config.augment = ",".join(names) or None
+    sets = {name.strip() for name in config.augment_sets.split(",") if name.strip()}
+    for name in sorted(sets - set(AUGMENT_SETS)):
+        close = difflib.get_close_matches(name, AUGMENT_SETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown augment_sets entry {name!r}{hint} ({', '.join(AUGMENT_SETS)}, "
+            "comma-separated)"
+        )
+    if not sets:
+        raise ConfigError("augment_sets must name support, query or both")
+    config.augment_sets = ",".join(name for name in AUGMENT_SETS if name in sets)
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "augment_sets")
+    if config.augment is None and config.augment_sets != default:
+        raise ConfigError(
+            f"--augment-sets {config.augment_sets} only applies with --augment; add --augment "
+            "NAMES (e.g. --augment flip,crop)"
+        )
+
+
+#: The model a run trains when none is given, by the dataset's task: images go to the Conv4 of
+#: the MAML papers, regression inputs (vectors, e.g. the sinusoid's x) to an MLP.
+DEFAULT_MODELS: dict[TaskKind, str] = {
+    TaskKind.CLASSIFICATION: "conv4",
+    TaskKind.REGRESSION: "mlp",
+}
+
+
+def default_model(dataset: str) -> str:
+    """The model a run on ``dataset`` trains unless ``model`` is given (:data:`DEFAULT_MODELS`
+    by the registered dataset's ``task``); the resolved name is what ``config.yaml`` records.
+
+    >>> from mamlkit.training.config import TrainConfig, default_model
+    >>> default_model("omniglot"), default_model("sinusoid")
+    ('conv4', 'mlp')
+    >>> TrainConfig(dataset="sinusoid").model
+    'mlp'
+    """
+    factory = DATASETS.get(dataset)
+    return DEFAULT_MODELS[TaskKind.parse(getattr(factory, "task", TaskKind.CLASSIFICATION))]
 
 
 def check_validation(config: TrainConfig) -> None:
@@ -460,5 +609,8 @@ def dump_yaml(config: Any) -> str:
     meta_batch: 25
     split: test
     weights: auto
+    ways: null
+    shots: null
+    inner_lr: null
     """
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -3,6 +3,7 @@ folder, and the one result type both give, :class:`EvalResult`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,14 +14,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mamlkit.algorithms import resolve_algorithm
 from mamlkit.episodes import episode_tensors
+from mamlkit.errors import ConfigError
 from mamlkit.io import atomic_write_json
 from mamlkit.learner import MetaLearner
 from mamlkit.progress import progress_bar
-from mamlkit.training.build import build_dataset, build_sampler, resolve_device
-from mamlkit.training.config import EvalConfig, TrainConfig
-from mamlkit.training.fits import FITS_FILE, write_regression_fits
-from mamlkit.training.run_folder import EVAL_FILE, load_run, weights_facts, weights_file
+from mamlkit.training.build import (
+    build_dataset,
+    build_sampler,
+    registered_task,
+    resolve_device,
+)
+from mamlkit.training.config import TEST_OVERRIDES, EvalConfig, TrainConfig
+from mamlkit.training.fits import FITS_FILE, plots_unavailable, write_regression_fits
+from mamlkit.training.run_folder import (
+    EVAL_FILE,
+    load_config,
+    load_run,
+    weights_facts,
+    weights_file,
+)
 from mamlkit.training.telemetry import TensorDigest, digesting, environment
 from mamlkit.vocabulary import TaskKind
 
@@ -189,6 +203,105 @@ def evaluation_sampler(config: TrainConfig, dataset: Any, evaluation: EvalConfig
     )
 
 
+def evaluated_config(config: TrainConfig, evaluation: EvalConfig) -> TrainConfig:
+    """The run's ``config`` as ``evaluation`` tests it: its ``shots`` and ``inner_lr`` in place
+    of the run's where given (:data:`~mamlkit.training.config.TEST_OVERRIDES`).
+
+    What a trained run cannot honour is a :class:`~mamlkit.errors.ConfigError` saying why:
+    ``ways`` other than the run's (its classifier has one output per trained class, meta-learned
+    as one N-way initialisation, so it is tested on N-way tasks) or any ``ways`` of a regression
+    run (its tasks have no classes), and ``inner_lr`` for an algorithm that learns its inner
+    rates (Meta-SGD, MAML++: the run is tested with the rates it learned). For the others
+    ``inner_lr`` is the fixed inner rate (Reptile with ``update_rule=adam``: the inner Adam step).
+
+    >>> from mamlkit.training import EvalConfig, TrainConfig
+    >>> from mamlkit.training.evaluation import evaluated_config
+    >>> evaluated_config(TrainConfig(shots=1), EvalConfig(shots=5, inner_lr=0.1)).shots
+    5
+    >>> evaluated_config(TrainConfig(ways=5), EvalConfig(ways=3))
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: --ways 3: this run's model has a 5-way classifier (one output per
+    class of a task, meta-learned together), so it is tested on 5-way tasks; leave --ways unset,
+    or train a 3-way run
+    >>> evaluated_config(TrainConfig(algorithm="metasgd"), EvalConfig(inner_lr=0.1))
+    Traceback (most recent call last):
+        ...
+    mamlkit.errors.ConfigError: --inner-lr 0.1: algorithm 'metasgd' learns its inner learning
+    rates (update rule per_element), and the run is tested with the rates it learned
+    (learned_inner_lrs in summary.json); leave --inner-lr unset
+    """
+    if evaluation.ways is not None:
+        if registered_task(config.dataset) != TaskKind.CLASSIFICATION:
+            raise ConfigError(
+                f"--ways {evaluation.ways}: {config.dataset} is a regression dataset, whose tasks "
+                "have no classes; leave --ways unset and give the support points per task with "
+                "--shots"
+            )
+        if evaluation.ways != config.ways:
+            raise ConfigError(
+                f"--ways {evaluation.ways}: this run's model has a {config.ways}-way classifier "
+                "(one output per class of a task, meta-learned together), so it is tested on "
+                f"{config.ways}-way tasks; leave --ways unset, or train a {evaluation.ways}-way run"
+            )
+    spec = resolve_algorithm(config.algorithm)
+    if evaluation.inner_lr is not None and spec.learns_inner_rates:
+        raise ConfigError(
+            f"--inner-lr {evaluation.inner_lr:g}: algorithm {config.algorithm!r} learns its inner "
+            f"learning rates (update rule {spec.update_rule}), and the run is tested with the "
+            "rates it learned (learned_inner_lrs in summary.json); leave --inner-lr unset"
+        )
+    replaced = {
+        key: getattr(evaluation, key)
+        for key in ("shots", "inner_lr")
+        if getattr(evaluation, key) is not None
+    }
+    return dataclasses.replace(config, **replaced) if replaced else config
+
+
+def setting_overrides(config: TrainConfig, tested: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The test settings that differ from the run's training values, each as ``{"trained": ...,
+    "tested": ...}`` (what ``eval.json`` records as ``overrides``).
+
+    >>> from mamlkit.training import EvalConfig, TrainConfig
+    >>> from mamlkit.training.evaluation import setting_overrides, evaluated_config
+    >>> run = TrainConfig(shots=1)
+    >>> setting_overrides(run, evaluated_config(run, EvalConfig(shots=5, ways=5)))
+    {'shots': {'trained': 1, 'tested': 5}}
+    """
+    return {
+        key: {"trained": getattr(config, key), "tested": getattr(tested, key)}
+        for key in TEST_OVERRIDES
+        if getattr(config, key) != getattr(tested, key)
+    }
+
+
+def evaluated_setting(record: dict[str, Any]) -> str:
+    """The task setting an ``eval.json`` record was tested on, in words, with the training value
+    of each setting it overrode: ``5-way 5-shot (trained 1-shot)``.
+
+    >>> from mamlkit.training.evaluation import evaluated_setting
+    >>> shots = {"shots": {"trained": 1, "tested": 5}}
+    >>> evaluated_setting({"ways": 5, "shots": 5, "overrides": shots})
+    '5-way 5-shot (trained 1-shot)'
+    >>> evaluated_setting({"task": "regression", "shots": 10, "inner_lr": 0.02,
+    ...                 "overrides": {"inner_lr": {"trained": 0.01, "tested": 0.02}}})
+    '10-shot regression, inner lr 0.02 (trained 0.01)'
+    """
+    overrides = record.get("overrides") or {}
+    text = f"{record['shots']}-shot"
+    if record.get("task") == TaskKind.REGRESSION.value:
+        text += " regression"
+    else:
+        text = f"{record['ways']}-way {text}"
+    if "shots" in overrides:
+        text += f" (trained {overrides['shots']['trained']}-shot)"
+    if "inner_lr" in overrides:
+        lr = overrides["inner_lr"]
+        text += f", inner lr {lr['tested']:g} (trained {lr['trained']:g})"
+    return text
+
+
 def eval_run(
     run_dir: str | Path,
     evaluation: EvalConfig | None = None,
@@ -201,16 +314,24 @@ def eval_run(
 
     ``evaluation.weights`` chooses the weights: by default the validation's best when the run
     kept them (``--validation``), else the final ones; ``eval.json`` names the file tested.
+    ``evaluation.shots`` and ``evaluation.inner_lr`` test the run on other tasks than it trained
+    on (:func:`evaluated_config` says what a run can honour); ``eval.json`` records the ``ways``,
+    ``shots`` and fixed ``inner_lr`` tested and, under ``overrides``, each that differs from the
+    run's training value.
     A regression run (e.g. ``sinusoid``) is scored by MSE and also writes ``fits.png``: the true
     function, the support points and the predictions before adaptation, after one step and after
     K steps for the first 4 test tasks (when its sampler has ``sample_with_tasks``, as the
-    sinusoid's does). ``device`` and ``data_root`` replace the run's own (e.g. to evaluate on
+    sinusoid's does; without matplotlib ``eval.json``'s ``fits`` says it was skipped and
+    why). ``device`` and ``data_root`` replace the run's own (e.g. to evaluate on
     another machine); see :func:`~mamlkit.training.train_run` for an example.
     """
     evaluation = evaluation or EvalConfig()
     run_dir = Path(run_dir)
     tested = weights_file(run_dir, evaluation.weights)
-    config, learner = load_run(run_dir, weights=evaluation.weights)
+    trained = load_config(run_dir)
+    config, learner = load_run(
+        run_dir, weights=evaluation.weights, config=evaluated_config(trained, evaluation)
+    )
     if data_root is not None:
         config.data_root = data_root
     target = resolve_device(device or config.device)
@@ -230,16 +351,25 @@ def eval_run(
         **evaluation.to_dict(),
         **result.to_dict(),  # its inner_steps: the steps used, also when the config's is None
         "shots": config.shots,
+        # the fixed inner rate used; null when the algorithm's learned rates were used
+        "inner_lr": None if learner.algorithm.learns_inner_rates else config.inner_lr,
+        "overrides": setting_overrides(trained, config),
         "test_tasks_sha256": tasks_digest.hexdigest(),
         "weights_file": tested.name,
         "weights_facts": weights_facts(tested),  # iteration and validation score of the best
         "environment": environment(),
     }
-    if result.task == TaskKind.REGRESSION:
-        if hasattr(sampler, "sample_with_tasks"):
-            record["fits"] = write_fits(run_dir / FITS_FILE, learner, config, evaluation, dataset)
-    else:
+    if result.task == TaskKind.CLASSIFICATION:
         record["ways"] = config.ways
+    else:  # a regression task has no classes
+        del record["ways"]
+    if result.task == TaskKind.REGRESSION and hasattr(sampler, "sample_with_tasks"):
+        skipped = plots_unavailable()
+        if skipped is not None:  # and no stale figure of an earlier evaluation either
+            (run_dir / FITS_FILE).unlink(missing_ok=True)
+            record["fits"] = {"file": None, "skipped": skipped}
+        else:
+            record["fits"] = write_fits(run_dir / FITS_FILE, learner, config, evaluation, dataset)
     atomic_write_json(run_dir / EVAL_FILE, record)
     return result
 

@@ -1,6 +1,8 @@
 """Figures of a run folder: ``fits.png``, the fits of a regression learner to a few test tasks.
 
-matplotlib is imported only when a figure is drawn, and only through its object API
+matplotlib is optional (``pip install 'mamlkit[plots]'``): :func:`plots_unavailable` tells
+whether figures can be drawn, and what a user without it is told instead. It is imported only
+when a figure is drawn, and only through its object API
 (:class:`matplotlib.figure.Figure`, rendered by the Agg canvas): no GUI backend is needed and the
 global pyplot state is left alone.
 """
@@ -18,6 +20,21 @@ from torch import Tensor
 from mamlkit.learner import MetaLearner
 
 FITS_FILE = "fits.png"
+
+#: The command that installs what the figures need (matplotlib, the ``plots`` extra).
+PLOTS_INSTALL = "pip install 'mamlkit[plots]'"
+
+
+def plots_unavailable() -> str | None:
+    """``None`` when matplotlib can be imported; else the one-line note that says the figures
+    were skipped and how to get them (matplotlib is an optional dependency: the ``plots`` extra).
+    ``mamlkit eval`` of a regression run and ``mamlkit compare``/``report`` write everything
+    else without it, and print this note."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"plots skipped: matplotlib is not installed ({PLOTS_INSTALL} adds it)"
+    return None
 
 
 def fit_curves(

@@ -2,7 +2,8 @@
 
 :func:`train_run` builds everything the config names (:mod:`.build`), prepares the run folder
 (:mod:`.run_folder`), and runs :func:`~mamlkit.fit` with the run's callbacks (:mod:`.callbacks`):
-the metrics file, checkpoints with the Ctrl-C stop, and gradient averaging under torchrun.
+the metrics file (and the loggers of ``--logger``, :mod:`.loggers`), checkpoints with the Ctrl-C
+stop, and gradient averaging under torchrun.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mamlkit.training.distributed import (
     world_size_from_environment,
 )
 from mamlkit.training.interrupts import StopRequest, stop_on_sigint
+from mamlkit.training.loggers import check_loggers, metrics_writers
 from mamlkit.training.loop import Callback, LoopState, fit
 from mamlkit.training.run_folder import (
     BEST_WEIGHTS_FILE,
@@ -113,6 +115,7 @@ def train_run(
     ('regression', True, True)
     >>> folder.cleanup()
     """
+    check_loggers(config.logger)
     device = resolve_device(config.device)
     world_size = world_size_from_environment()
     check_divisible(config.meta_batch, world_size)
@@ -159,7 +162,12 @@ def _train_in_group(
     """:func:`train_run` in one process of ``group`` (the only one without torchrun)."""
     dataset = _dataset_rank_0_first(config, group)
     sampler = build_sampler(
-        config, dataset, queries=config.queries, meta_batch=config.meta_batch, seed=config.seed
+        config,
+        dataset,
+        queries=config.queries,
+        meta_batch=config.meta_batch,
+        seed=config.seed,
+        augment=True,
     )
     task = dataset_task(dataset)
     num_outputs = dataset.num_outputs if task == TaskKind.REGRESSION else None
@@ -169,6 +177,7 @@ def _train_in_group(
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.outer_lr)
     scheduler = make_scheduler(config, optimizer)
     records: list[dict[str, Any]] = []
+    logged: list[dict[str, Any]] = []  # every record of the iterations done (when resuming)
     history: list[dict[str, Any]] = []  # validation records of the iterations done
     done = LoopState()
     state = TrainingState(learner, config.algorithm, optimizer, scheduler, sampler)
@@ -215,7 +224,11 @@ def _train_in_group(
         resume_command=f"mamlkit train --resume {out}",
         saved=done.iteration if resume else None,
     )
-    log = MetricsLog(out / METRICS_FILE if group.is_main else None, records)
+    log = MetricsLog(
+        out / METRICS_FILE if group.is_main else None,
+        records,
+        writers=metrics_writers(config.logger, out, logged) if group.is_main else (),
+    )
     run_callbacks: list[Callback] = []
     if group.distributed:
         run_callbacks.append(AverageOverProcesses(learner, group))
@@ -283,7 +296,7 @@ def _train_in_group(
 #: it computes (the iteration count is checked on its own).
 FREE_ON_RESUME = (
     "iterations", "data_root", "download", "device", "threads", "progress", "log_every",
-    "checkpoint_every",
+    "checkpoint_every", "logger",
 )  # fmt: skip
 
 

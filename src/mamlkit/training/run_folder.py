@@ -6,7 +6,9 @@ weights, learned inner learning rates, per-step tables), ``model.best.safetensor
 ``--validation``: the state that scored best on the validation tasks),
 ``checkpoint.safetensors`` (everything to resume exactly, see
 :mod:`mamlkit.training.checkpoints`), ``summary.json`` (written at the end), and ``eval.json``
-after ``mamlkit eval`` (for a regression dataset such as ``sinusoid`` also ``fits.png``).
+after ``mamlkit eval`` (for a regression dataset such as ``sinusoid`` also ``fits.png``). With
+``--logger csv`` also ``metrics.csv`` and ``validation.csv``, with ``--logger tensorboard`` the
+event files in ``tensorboard/`` (see :mod:`mamlkit.training.loggers`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ WEIGHTS_FILE = "model.safetensors"
 BEST_WEIGHTS_FILE = "model.best.safetensors"
 SUMMARY_FILE = "summary.json"
 EVAL_FILE = "eval.json"
+METRICS_CSV_FILE = "metrics.csv"
+VALIDATION_CSV_FILE = "validation.csv"
+#: The folder of the TensorBoard event files (``tensorboard --logdir`` finds them below it).
+TENSORBOARD_DIR = "tensorboard"
+#: The name pattern of TensorBoard's event files.
+EVENT_FILES = "events.out.tfevents.*"
 #: Every file a run writes (``--overwrite`` deletes these and nothing else).
 RUN_FILES = (
     WEIGHTS_FILE,
@@ -42,6 +50,8 @@ RUN_FILES = (
     FITS_FILE,
     CONFIG_FILE,
     CHECKPOINT_FILE,
+    METRICS_CSV_FILE,
+    VALIDATION_CSV_FILE,
 )
 WEIGHTS_FORMAT = "mamlkit-learner-v1"
 
@@ -105,7 +115,8 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
     """Create the run folder ``out``, or clear the files of an earlier run in it.
 
     A folder that already holds a run is refused unless ``overwrite``; then only the files a
-    run writes are deleted (anything else there is kept). Returns ``out`` as a ``Path``.
+    run writes, its TensorBoard event files included, are deleted (anything else there is
+    kept). Returns ``out`` as a ``Path``.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -118,6 +129,8 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
             )
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for events in (out / TENSORBOARD_DIR).glob(EVENT_FILES):
+            events.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -146,17 +159,23 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 
 
 def load_run(
-    run_dir: str | Path, *, device: torch.device | None = None, weights: str = "final"
+    run_dir: str | Path,
+    *,
+    device: torch.device | None = None,
+    weights: str = "final",
+    config: TrainConfig | None = None,
 ) -> tuple[TrainConfig, MetaLearner]:
     """Rebuild the config and the trained learner of a run folder.
 
     The learner is built from ``config.yaml`` and the shape and task recorded in its weights
     file (``weights``: see :func:`weights_file`; by default the final ``model.safetensors``),
     then loaded strictly; a folder that is not a run, or weights that do not fit the config,
-    are errors naming the file. ``device``: where to move the learner.
+    are errors naming the file. ``device``: where to move the learner. ``config`` replaces
+    ``config.yaml`` (e.g. the run's own with another fixed inner learning rate, as
+    :func:`~mamlkit.training.eval_run` builds it for ``--inner-lr``).
     """
     run_dir = Path(run_dir)
-    config = load_config(run_dir)
+    config = load_config(run_dir) if config is None else config
     path = weights_file(run_dir, weights)
     tensors, metadata = load_tensors(path)
     if metadata.get("format") != WEIGHTS_FORMAT:
