@@ -89,7 +89,7 @@ def _check_range(name: str, value: Any) -> Range:
 
 class Sinusoid:
     """Sinusoid regression y = A sin(x - phase) (Finn et al. 2017), generated: the task
-    distribution of one split, whose ``task_sampler`` draws episodes (train it with --model mlp).
+    distribution of one split, whose ``task_sampler`` draws episodes (default model: ``mlp``).
 
     ``root`` is accepted (and unused) so the class works as a ``DATASETS`` factory: the tasks need
     no files. ``download=True`` is refused, not ignored: there is nothing to download. The split
