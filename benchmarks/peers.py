@@ -4,22 +4,27 @@ Every (implementation, workload, order) runs in its own fresh process, one after
 identical synthetic batches and the same Conv4-64 model (BatchNorm with batch statistics): inner
 SGD steps of 0.4 and an Adam outer step. Two processes per row:
 
-* timing: ``--warmup`` untimed iterations (3: the allocator's first rounds of page faults take
-  up to 1.5x longer here), then the median seconds of ``--reps`` iterations;
-* memory: a warm-up and one iteration with glibc returning every block of 64 KiB or more to the
-  system at once (``MALLOC_MMAP_THRESHOLD_=65536``), so the peak resident memory above the level
-  after set-up is the peak of live tensors, not of the allocator's cache (without it the same
-  run varied by 30% here). On CUDA: ``torch.cuda.max_memory_allocated``.
+* timing, ``--runs`` times (3): ``--warmup`` untimed iterations (3: the allocator's first
+  rounds of page faults take up to 1.5x longer here), then the median seconds of ``--reps``
+  iterations; a row reports the median of its runs' medians and their spread (min-max);
+* memory, twice, over a warm-up and one iteration, as the peak resident memory above the level
+  after set-up: with glibc's default allocator (what a user sees), and with glibc returning
+  every block of 64 KiB or more at once (``MALLOC_MMAP_THRESHOLD_=65536``, "allocator-tuned"),
+  which follows live tensors rather than the allocator's cache but makes allocation slower.
+  On CUDA: ``torch.cuda.max_memory_allocated``.
 
 Rows: ``mamlkit`` as shipped; ``mamlkit-lean`` backpropagates one task at a time
 (``tasks_per_backward=1``, as learn2learn, higher and TorchOpt do), trading speed for memory;
+``mamlkit-group-N`` backpropagates N tasks at a time (``tasks_per_backward=N``);
 ``mamlkit-loop`` is mamlkit's reference strategy (``execution="loop"``); ``mamlkit-mamlpp`` is
 MAML++'s multi-step loss and LSLR at iteration 0 (``MAMLPP_MEASURED``; multi-step loss over all
 steps), ``-annealed`` after its annealing.
 
 "x fastest peer" divides tasks/s by the fastest of the peers measured in the same run (the plain
-``torch.func`` loop, ``torch.func.vmap``, learn2learn, higher, TorchOpt); a peer that is not
-installed is listed as such. "% of ceiling" is the FLOPs of the plain loop's iteration (the same
+``torch.func`` loop in its two usual forms: ``plain`` sums the meta-batch's query losses and
+backpropagates once, ``plain-per-task`` backpropagates each task before the next;
+``torch.func.vmap``, learn2learn, higher, TorchOpt); a peer that is not installed is listed as
+such. "% of ceiling" is the FLOPs of the plain loop's iteration (the same
 work for every row) over time, against the measured throughput of one conv layer's forward and
 backward at the layer-2 shape.
 
@@ -49,7 +54,7 @@ WORKLOADS = {
     "peer": {"tasks": 8, "queries": 15, "steps": 5},
     "paper": {"tasks": 32, "queries": 1, "steps": 1},
 }
-PEERS = ("plain", "vmap", "learn2learn", "higher", "torchopt")
+PEERS = ("plain", "plain-per-task", "vmap", "learn2learn", "higher", "torchopt")
 #: The MAML++ that the published figures measure: multi-step loss and LSLR, second order from
 #: the first iteration (no derivative-order annealing, which would make iteration 0 first order)
 #: and BatchNorm weights shared by the steps, as the ``mamlpp`` preset was when they were taken.
@@ -57,7 +62,10 @@ MAMLPP_MEASURED = "mamlpp[derivative_annealing=false,bn_per_step_weights=false]"
 MAMLKIT = ("mamlkit", "mamlkit-lean", "mamlkit-loop", "mamlkit-mamlpp", "mamlkit-mamlpp-annealed")
 IMPLS = MAMLKIT + PEERS
 WAYS, SHOTS, LR = 5, 1, 0.4
-TARGET_SPEEDUP, MEMORY_LIMIT, MAMLPP_LIMIT = 1.5, 1.2, 1.3
+#: The targets: tasks/s over the fastest peer; peak memory (default allocator) over each plain
+#: loop's; MAML++ during its multi-step-loss annealing over MAML's time.
+TARGET_SPEEDUP, MEMORY_LIMIT, MAMLPP_LIMIT = 2.0, 1.0, 1.3
+PLAIN_LOOPS = ("plain", "plain-per-task")
 
 
 # ----------------------------------------------------------------------------- workers
@@ -99,6 +107,9 @@ def _mamlkit_step(impl: str, model: Any, data: tuple, steps: int, first_order: b
     iteration, tasks_per_backward = 0, None
     if impl == "mamlkit-lean":  # backpropagate one task at a time, as the peers do
         tasks_per_backward = 1
+    if impl.startswith("mamlkit-group-"):
+        tasks_per_backward = int(impl.removeprefix("mamlkit-group-"))
+        impl = "mamlkit"
     if impl.startswith("mamlkit-mamlpp") or impl == "mamlkit-loop-mamlpp":
         if first_order:
             return None
@@ -139,24 +150,26 @@ def _step_fn(impl: str, model: Any, data: tuple, steps: int, first_order: bool) 
     tasks = sx.shape[0]
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
-    if impl == "plain":
+    if impl in ("plain", "plain-per-task"):
+
+        def adapted_query_loss(b: int, theta: dict) -> Any:
+            params = theta
+            for _ in range(steps):
+                loss = F.cross_entropy(functional_call(model, params, (sx[b],)), sy[b])
+                grads = torch.autograd.grad(
+                    loss, list(params.values()), create_graph=not first_order
+                )
+                params = {k: v - LR * g for (k, v), g in zip(params.items(), grads, strict=True)}
+            return F.cross_entropy(functional_call(model, params, (qx[b],)), qy[b]) / tasks
 
         def step() -> None:
             opt.zero_grad()
-            total = 0.0
             theta = dict(model.named_parameters())
-            for b in range(tasks):
-                params = theta
-                for _ in range(steps):
-                    loss = F.cross_entropy(functional_call(model, params, (sx[b],)), sy[b])
-                    grads = torch.autograd.grad(
-                        loss, list(params.values()), create_graph=not first_order
-                    )
-                    params = {
-                        k: v - LR * g for (k, v), g in zip(params.items(), grads, strict=True)
-                    }
-                total = total + F.cross_entropy(functional_call(model, params, (qx[b],)), qy[b])
-            (total / tasks).backward()
+            if impl == "plain-per-task":  # each task's graph freed before the next is built
+                for b in range(tasks):
+                    adapted_query_loss(b, theta).backward()
+            else:  # the meta-batch's summed loss, one backward
+                sum(adapted_query_loss(b, theta) for b in range(tasks)).backward()
             opt.step()
 
         return step
@@ -357,16 +370,48 @@ def _run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str,
 
 
 def measure(
-    impl: str, workload: str, order: str, reps: int, device: str, warmup: int = 3
+    impl: str, workload: str, order: str, reps: int, device: str, warmup: int = 3, runs: int = 1
 ) -> dict[str, Any]:
-    """Timing in one fresh process, peak memory in another."""
-    row = _run_worker([impl, workload, order, str(reps), device, str(warmup)])
-    if row["status"] == "ok":
-        env = {"MALLOC_MMAP_THRESHOLD_": "65536"} if device == "cpu" else {}
-        memory = _run_worker([impl, workload, order, "0", device], env)
-        row["peak_memory_bytes"] = memory.get("peak_memory_bytes")
-        row["memory_method"] = memory.get("memory_method", memory["status"])
+    """Timing in ``runs`` fresh processes, peak memory in one more (two on CPU: with the default
+    allocator and allocator-tuned)."""
+    timings = [_run_worker([impl, workload, order, str(reps), device, str(warmup)])]
+    if timings[0]["status"] != "ok":
+        return timings[0]
+    timings += [
+        _run_worker([impl, workload, order, str(reps), device, str(warmup)])
+        for _ in range(runs - 1)
+    ]
+    failed = [t for t in timings if t["status"] != "ok"]
+    if failed:
+        return failed[0]
+    medians = [t["seconds_per_iteration"] for t in timings]
+    median = statistics.median(medians)
+    row = {
+        "status": "ok",
+        "seconds_per_iteration": median,
+        "seconds_run_medians": medians,
+        "seconds_all": [s for t in timings for s in t["seconds_all"]],
+        "tasks_per_second": timings[0]["tasks_per_second"]
+        * timings[0]["seconds_per_iteration"]
+        / median,
+        "threads": timings[0]["threads"],
+    }
+    memory = _run_worker([impl, workload, order, "0", device])
+    row["peak_memory_bytes"] = memory.get("peak_memory_bytes")
+    row["memory_method"] = memory.get("memory_method", memory["status"])
+    if device == "cpu":
+        tuned = _run_worker([impl, workload, order, "0", device], TUNED_ALLOCATOR)
+        row["peak_memory_tuned_bytes"] = tuned.get("peak_memory_bytes")
     return row
+
+
+#: glibc returning every block of 64 KiB or more to the system at once: the resident memory then
+#: follows live tensors (the "allocator-tuned" column), at the price of slower allocation.
+TUNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _mib(nbytes: int | None) -> str:
+    return "not measured" if nbytes is None else f"{nbytes / 2**20:.0f} MiB"
 
 
 def _cpu_name() -> str:
@@ -396,15 +441,16 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
                 f"- {workload}, {order} order: mamlkit {speedup:.2f}x the fastest peer ({best}); "
                 f"{verdict} the {TARGET_SPEEDUP}x target."
             )
-        plain = ok.get("plain", {}).get("peak_memory_bytes")
         mine = ok.get("mamlkit", {}).get("peak_memory_bytes")
-        if plain and mine:
-            ratio = mine / plain
-            verdict = "within" if ratio <= MEMORY_LIMIT else "OVER"
-            lines.append(
-                f"- {workload}, {order} order: mamlkit peak memory {ratio:.2f}x the plain loop's; "
-                f"{verdict} the {MEMORY_LIMIT}x limit."
-            )
+        for loop in PLAIN_LOOPS:
+            plain = ok.get(loop, {}).get("peak_memory_bytes")
+            if plain and mine:
+                ratio = mine / plain
+                verdict = "within" if ratio <= MEMORY_LIMIT else "OVER"
+                lines.append(
+                    f"- {workload}, {order} order: mamlkit peak memory (default allocator) "
+                    f"{ratio:.2f}x the {loop} loop's; {verdict} the {MEMORY_LIMIT}x limit."
+                )
         for variant in ("mamlkit-mamlpp", "mamlkit-mamlpp-annealed"):
             if variant in ok and "mamlkit" in ok:
                 seconds = ok[variant]["seconds_per_iteration"]
@@ -452,6 +498,9 @@ def main() -> None:
     parser.add_argument("--orders", default="second,first")
     parser.add_argument("--reps", type=int, default=10, help="timed iterations per process")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="timing processes per row (median and spread)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--markdown", default=None, help="also write the tables here")
@@ -475,6 +524,8 @@ def main() -> None:
         return
     if args.reps < 1:
         parser.error("--reps must be at least 1")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if args.count_flops:
         print_flops(args)
         return
@@ -490,6 +541,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "device": args.device,
         "cpu": _cpu_name(),
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
         "torch": torch.__version__,
         "mamlkit": mamlkit.__version__,
         "commit": source_commit(),
@@ -497,6 +550,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "ceiling_gflops": ceiling,
         "reps": args.reps,
+        "runs": args.runs,
         "warmup": args.warmup,
         "rows": [],
     }
@@ -507,10 +561,11 @@ def main() -> None:
         out.append(line)
 
     emit(
-        f"Measured {results['date']} on {results['cpu']} ({args.device}), mamlkit commit "
-        f"{results['commit']}, torch "
+        f"Measured {results['date']} on {results['cpu']} ({os.cpu_count()} cores, "
+        f"{args.device}), mamlkit commit {results['commit']}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; conv ceiling "
-        f"{ceiling:.0f} GFLOP/s; median of {args.reps} iterations after {args.warmup} untimed.\n"
+        f"{ceiling:.0f} GFLOP/s; per row {args.runs} processes, each the median of {args.reps} "
+        f"iterations after {args.warmup} untimed; median of the runs (spread: min-max).\n"
     )
     for workload in args.workloads.split(","):
         spec = workload_spec(workload)
@@ -519,15 +574,15 @@ def main() -> None:
             f"queries per class, {spec['steps']} inner steps\n"
         )
         emit(
-            "| implementation | order | tasks/s | median s/iter | x fastest peer | peak memory "
-            "| % of ceiling |"
+            "| implementation | order | tasks/s | median s/iter | spread s/iter | x fastest peer "
+            "| peak memory | allocator-tuned | % of ceiling |"
         )
-        emit("|---|---|---|---|---|---|---|")
+        emit("|---|---|---|---|---|---|---|---|---|")
         for order in args.orders.split(","):
             flops = _run_worker(["flops", workload, order, args.device]).get("flops")
             group = []
             for impl in args.impls.split(","):
-                row = measure(impl, workload, order, args.reps, args.device, args.warmup)
+                row = measure(impl, workload, order, args.reps, args.device, args.warmup, args.runs)
                 row.update(impl=impl, workload=workload, order=order, flops=flops)
                 results["rows"].append(row)
                 group.append(row)
@@ -537,17 +592,19 @@ def main() -> None:
             fastest = max(peer_speeds, default=None)
             for row in group:
                 if row["status"] != "ok":
-                    emit(f"| {row['impl']} | {order} | {row['status']} | | | | |")
+                    emit(f"| {row['impl']} | {order} | {row['status']} | | | | | | |")
                     continue
                 seconds = row["seconds_per_iteration"]
                 share = flops / seconds / 1e9 / ceiling if flops and ceiling else None
-                memory = row.get("peak_memory_bytes")
-                memory_text = "not measured" if memory is None else f"{memory / 2**20:.0f} MiB"
+                memory = _mib(row.get("peak_memory_bytes"))
+                tuned = _mib(row.get("peak_memory_tuned_bytes"))
+                runs = row["seconds_run_medians"]
+                spread = f"{min(runs):.3f}-{max(runs):.3f}"
                 ratio = f"{row['tasks_per_second'] / fastest:.2f}" if fastest else "no peer"
                 share_text = "not measured" if share is None else f"{100 * share:.0f}%"
                 emit(
                     f"| {row['impl']} | {order} | {row['tasks_per_second']:.2f} | {seconds:.3f} "
-                    f"| {ratio} | {memory_text} | {share_text} |"
+                    f"| {spread} | {ratio} | {memory} | {tuned} | {share_text} |"
                 )
         emit()
     for line in summarise(results["rows"]):

@@ -33,6 +33,16 @@ def lr_lookup(learner: MetaLearner):
 META_PRESETS = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).outer_gradient == "meta"]
 
 
+def meta_backward_grads(learner: MetaLearner, data: tuple, iteration: int) -> list[torch.Tensor]:
+    """The gradients training uses: ``meta_backward`` (query sets differentiated as soon as they
+    are scored), in ``learner.parameters()`` order."""
+    learner.zero_grad(set_to_none=True)
+    learner.meta_backward(*data, iteration=iteration)
+    grads = [p.grad.clone() for p in learner.parameters()]
+    learner.zero_grad(set_to_none=True)
+    return grads
+
+
 def randomise_learned_tensors(learner: MetaLearner) -> None:
     """Learned rates and per-step BatchNorm weights that differ per tensor, element and step."""
     with torch.no_grad():
@@ -60,7 +70,10 @@ def test_meta_gradient_matches_hand_unrolled_reference(
         learner, data, weights, lr_lookup(learner), first_order=learner.first_order
     )
     torch.testing.assert_close(loss, expected)
-    for got, want in zip(grads_of(loss, learner), grads_of(expected, learner), strict=True):
+    wanted = grads_of(expected, learner)
+    for got, want in zip(grads_of(loss, learner), wanted, strict=True):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(meta_backward_grads(learner, data, iteration), wanted, strict=True):
         torch.testing.assert_close(got, want)
 
 
@@ -89,6 +102,8 @@ def test_second_order_meta_gradient_matches_central_finite_differences(
                 numeric.append((plus - minus) / (2 * eps))
     numeric_t = torch.tensor(numeric, dtype=torch.float64)
     torch.testing.assert_close(analytic, numeric_t, rtol=1e-4, atol=1e-6)
+    trained = torch.cat([g.reshape(-1) for g in meta_backward_grads(learner, data, 3)])
+    torch.testing.assert_close(trained, numeric_t, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
@@ -183,13 +198,20 @@ def test_every_learnable_of_every_preset_gets_a_gradient(name: str, execution: s
 
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
-@pytest.mark.parametrize("preset", ["maml", "fomaml", "mamlpp", "reptile"])
-@pytest.mark.parametrize("group", [None, 1])
+@pytest.mark.parametrize(
+    "preset",
+    [*ALGORITHMS.names(), "mamlpp[bn_per_step_stats=true]", "fomaml[update_rule=per_tensor]"],
+)
+@pytest.mark.parametrize(("group", "query_chunk"), [(None, None), (1, None), (None, 1)])
 def test_meta_backward_in_groups_gives_the_meta_loss_gradient(
-    preset: str, group: int | None, execution: str
+    preset: str, group: int | None, query_chunk: int | None, execution: str
 ) -> None:
+    """``meta_backward`` differentiates each group of query sets as soon as it is scored, then
+    backpropagates through the inner loops: the gradient of every learnable tensor (learned
+    rates and per-step tensors included) is ``meta_loss``'s, in every task and query grouping."""
     data = episode()
-    learner = make_learner(preset, execution, inner_lr=0.3, inner_steps=2)
+    learner = make_learner(preset, execution, inner_lr=0.3, inner_steps=2, query_chunk=query_chunk)
+    randomise_learned_tensors(learner)
     loss, metrics = learner.meta_loss(*data, iteration=5)
     expected = grads_of(loss, learner)
     got_metrics = learner.meta_backward(*data, iteration=5, tasks_per_backward=group)

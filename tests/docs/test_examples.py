@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -104,14 +106,28 @@ def test_peer_benchmark_summary_checks_the_targets() -> None:
             "peak_memory_bytes": memory,
         }  # fmt: skip
 
-    rows = [row("mamlkit", 12.0, 100), row("plain", 6.0, 90), row("higher", 7.0, 80)]
-    rows.append(row("mamlkit-mamlpp", 10.0, 120))
+    rows = [row("mamlkit", 15.0, 100), row("plain", 6.0, 120), row("higher", 7.0, 80)]
+    rows += [row("plain-per-task", 5.0, 90), row("mamlkit-mamlpp", 12.5, 120)]
     text = "\n".join(peers.summarise(rows))
-    assert "mamlkit 1.71x the fastest peer (higher); meets the 1.5x target" in text
-    assert "peak memory 1.11x the plain loop's; within" in text
+    assert "mamlkit 2.14x the fastest peer (higher); meets the 2.0x target" in text
+    assert "(default allocator) 0.83x the plain loop's; within the 1.0x limit" in text
+    assert "(default allocator) 1.11x the plain-per-task loop's; OVER the 1.0x limit" in text
     assert "MAML++ during multi-step-loss annealing costs 1.20x MAML's time; within" in text
     rows[0]["tasks_per_second"] = 9.0
     assert "1.29x the fastest peer (higher); MISSES" in "\n".join(peers.summarise(rows))
+
+
+def test_peer_benchmark_row_reports_the_spread_of_its_runs_and_both_memories() -> None:
+    spec = importlib.util.spec_from_file_location("peers", REPO / "benchmarks" / "peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    row = peers.measure("mamlkit-group-1", "paper", "first", 1, "cpu", warmup=0, runs=2)
+    assert row["status"] == "ok", row
+    assert len(row["seconds_run_medians"]) == 2 and len(row["seconds_all"]) == 2
+    assert row["seconds_per_iteration"] == pytest.approx(
+        sorted(row["seconds_run_medians"])[0] / 2 + sorted(row["seconds_run_medians"])[1] / 2
+    )
+    assert row["peak_memory_bytes"] > 0 and row["peak_memory_tuned_bytes"] > 0
 
 
 def test_checkpointing_benchmark_writes_both_models_and_their_ratios(tmp_path: Path) -> None:

@@ -39,12 +39,15 @@ from torch import Tensor, nn
 
 from mamlkit.backends.batched import BatchedForward
 from mamlkit.backends.chunking import (
+    FIRST_ORDER_TASKS_PER_BACKWARD,
     SUPPORT_EXAMPLES,
     ChunkPolicy,
     auto_query_chunk,
     auto_support_chunk,
+    auto_tasks_per_backward,
     join_trajectories,
 )
+from mamlkit.backends.kernels import differentiated_once
 from mamlkit.backends.layout import per_task_names, task_slice
 from mamlkit.backends.loop import LoopForward
 from mamlkit.backends.losses import task_losses
@@ -97,6 +100,7 @@ def make_task_forward(
 
 __all__ = [
     "EXECUTIONS",
+    "FIRST_ORDER_TASKS_PER_BACKWARD",
     "SUPPORT_EXAMPLES",
     "BatchedForward",
     "ChunkPolicy",
@@ -106,6 +110,8 @@ __all__ = [
     "TaskForward",
     "auto_query_chunk",
     "auto_support_chunk",
+    "auto_tasks_per_backward",
+    "differentiated_once",
     "join_trajectories",
     "make_task_forward",
     "per_task_names",

@@ -3,8 +3,10 @@
 A second-order meta-gradient keeps every task's graph until the outer backward, so all tasks are
 adapted at once. A first-order step keeps no graph, so on CPU tasks are adapted a few at a time
 (about :data:`SUPPORT_EXAMPLES` support examples per call) and the trajectories joined; large
-query sets are scored task by task, where one task's activations fit the caches. On CUDA all
-tasks go together. ``MetaLearner(query_chunk=..., support_chunk=...)`` overrides the sizes.
+query sets are scored task by task, where one task's activations fit the caches. A first-order
+meta-batch is also backpropagated a few tasks at a time (:data:`FIRST_ORDER_TASKS_PER_BACKWARD`),
+which on CPU costs no time and bounds the memory of every pass. On CUDA all tasks go together.
+``MetaLearner(query_chunk=..., support_chunk=..., tasks_per_backward=...)`` overrides the sizes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from mamlkit.vocabulary import Params
 #: Support examples per batched first-order call on CPU (``MetaLearner(support_chunk=...)``
 #: overrides the resulting number of tasks).
 SUPPORT_EXAMPLES = 160
+
+#: Tasks per backward of a first-order meta-batch on CPU (``MetaLearner(tasks_per_backward=...)``
+#: overrides it). Measured on Conv4 (``docs/performance.md``): 8 tasks per backward is as fast as
+#: all 32 of the MAML paper's meta-batch and holds a third of the memory. Second order keeps every
+#: task in one backward: its support passes gain from being batched across all tasks.
+FIRST_ORDER_TASKS_PER_BACKWARD = 8
 
 
 def auto_query_chunk(tasks: int, examples: int, device: torch.device) -> int:
@@ -51,6 +59,23 @@ def auto_support_chunk(tasks: int, examples: int, device: torch.device) -> int:
     if device.type != "cpu":
         return tasks
     return max(1, min(tasks, SUPPORT_EXAMPLES // max(examples, 1)))
+
+
+def auto_tasks_per_backward(tasks: int, *, first_order: bool, device: torch.device) -> int:
+    """How many tasks ``MetaLearner.meta_backward`` adapts, scores and backpropagates before the
+    next group starts, when neither it nor the learner is told.
+
+    >>> import torch
+    >>> from mamlkit.backends import auto_tasks_per_backward
+    >>> cpu = torch.device("cpu")
+    >>> auto_tasks_per_backward(32, first_order=True, device=cpu)
+    8
+    >>> auto_tasks_per_backward(32, first_order=False, device=cpu)
+    32
+    """
+    if first_order and device.type == "cpu":
+        return min(tasks, FIRST_ORDER_TASKS_PER_BACKWARD)
+    return tasks
 
 
 def _slices(tasks: int, size: int) -> list[slice]:

@@ -19,9 +19,18 @@ What each contributes end to end is measured by ``benchmarks/ablation.py``
 Each function is differentiable twice through ordinary autograd, and each is tested against the
 PyTorch composition it replaces: values, gradients and second derivatives
 (``tests/backends/test_kernels.py``).
+
+:func:`differentiated_once` marks passes whose outputs no second derivative will follow (query
+passes, first-order support passes): there :func:`batch_norm_train`'s closed form is pure
+overhead, and the batched program uses PyTorch's own BatchNorm, whose single backward is faster.
+Both are exact either way; the mark only chooses the faster kernel.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +40,33 @@ from torch import Tensor
 SMALL_CONV_TAPS = 27
 
 _aten = torch.ops.aten
+
+_ONCE: contextvars.ContextVar[bool] = contextvars.ContextVar("differentiated_once", default=False)
+
+
+@contextlib.contextmanager
+def differentiated_once() -> Iterator[None]:
+    """Inside: what is computed will be differentiated at most once, so kernels whose only gain
+    is a cheaper second derivative step aside. Only speed depends on it, never a value or a
+    gradient: every kernel here is exact to any order.
+
+    >>> from mamlkit.backends.kernels import differentiated_once, second_derivative_expected
+    >>> with differentiated_once():
+    ...     second_derivative_expected()
+    False
+    >>> second_derivative_expected()
+    True
+    """
+    token = _ONCE.set(True)
+    try:
+        yield
+    finally:
+        _ONCE.reset(token)
+
+
+def second_derivative_expected() -> bool:
+    """``False`` inside :func:`differentiated_once`, else ``True`` (the safe assumption)."""
+    return not _ONCE.get()
 
 
 def _channel_view(x: Tensor) -> tuple[int, ...]:

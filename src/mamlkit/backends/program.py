@@ -362,7 +362,7 @@ class TaskBatchedProgram:
                 weight = self._per_task(params, weight_name, tasks).reshape(-1)
                 bias = self._per_task(params, bias_name, tasks).reshape(-1)
             if _uses_batch_stats(bn):
-                if x.device.type == "cpu":
+                if x.device.type == "cpu" and kernels.second_derivative_expected():
                     return kernels.batch_norm_train(x, weight, bias, bn.eps)
                 return F.batch_norm(x, None, None, weight, bias, True, 0.0, bn.eps)
             # Running statistics passed in ``params`` (MAML++'s per-step ones) replace the layer's.

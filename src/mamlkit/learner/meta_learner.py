@@ -17,10 +17,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamlkit.algorithms import DEFAULT_ALGORITHM, AlgorithmSpec, resolve_algorithm
-from mamlkit.backends import ChunkPolicy, join_trajectories, make_task_forward, task_losses
+from mamlkit.backends import (
+    ChunkPolicy,
+    auto_tasks_per_backward,
+    differentiated_once,
+    join_trajectories,
+    make_task_forward,
+    task_losses,
+)
 from mamlkit.backends import task_slice as slice_tasks
 from mamlkit.checks import positive_int
-from mamlkit.core.inner_loop import LossFn, StepView, adapt, functional_forward, weighted_query_loss
+from mamlkit.core.inner_loop import (
+    Forward,
+    LossFn,
+    StepView,
+    adapt,
+    functional_forward,
+    weighted_query_loss,
+)
 from mamlkit.core.per_step import PerStepTables
 from mamlkit.core.update_rules import make_update_rule
 from mamlkit.episodes import Episode, check_episode, check_targets
@@ -65,7 +79,9 @@ class MetaLearner(nn.Module):
         support_chunk: tasks adapted together in first-order runs (bounds memory); ``None`` picks
             by device and support-set size (:func:`mamlkit.backends.auto_support_chunk`).
         tasks_per_backward: tasks that :meth:`meta_backward` (and so :func:`mamlkit.fit`)
-            backpropagates at a time; ``None``: all of them (fastest, most memory).
+            backpropagates at a time; ``None`` picks by device and order
+            (:func:`mamlkit.backends.auto_tasks_per_backward`: on CPU 8 first order, all second
+            order).
         **settings: algorithm settings to replace (e.g. ``update_rule="per_tensor"``) and options
             of its components (e.g. ``msl_anneal_iterations`` and ``first_order_iterations`` for
             MAML++; default: the algorithm's own, see :mod:`mamlkit.algorithms.mamlpp`).
@@ -159,6 +175,7 @@ class MetaLearner(nn.Module):
         )
         self._checked_shape: tuple[int, ...] | None = None
         self._output_shape: tuple[int, ...] = ()
+        self._query_gradients_early = False  # set by meta_backward (see _query_loss_early)
 
     # -- what the algorithm decides -------------------------------------------------------------
     @property
@@ -222,6 +239,8 @@ class MetaLearner(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """The step-weighted query loss summed over tasks, and the final query outputs
         (detached)."""
+        if self._query_gradients_early and torch.is_grad_enabled():
+            return self._query_loss_early(trajectory, query_x, query_y, weights)
         total: Tensor | None = None
         final_outputs = []
         for group in self._task_forward.query_groups(query_x):
@@ -229,7 +248,7 @@ class MetaLearner(nn.Module):
                 None if p is None else slice_tasks(p, self._per_task, group) for p in trajectory
             ]
             loss, outputs = weighted_query_loss(
-                self._task_forward,
+                _once(self._task_forward),
                 steps,
                 query_x[group],
                 query_y[group],
@@ -241,9 +260,64 @@ class MetaLearner(nn.Module):
             final_outputs.append(outputs[self.inner_steps].detach())
         return total, torch.cat(final_outputs)  # type: ignore[return-value]
 
+    def _query_loss_early(
+        self,
+        trajectory: list[Params | None],
+        query_x: Tensor,
+        query_y: Tensor,
+        weights: list[float],
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`query_loss` for a backward that follows at once: each group of query sets is
+        differentiated w.r.t. the adapted weights it reads as soon as it is scored, so its
+        activations are freed before the next group runs, and the returned loss carries those
+        gradients into the inner loop (its value is the query loss, its gradient the
+        meta-gradient; a second derivative of it is not the query loss's).
+
+        Peak memory is then the inner loop's graph plus one group's query activations, instead
+        of every task's query activations until the outer backward.
+        """
+        loss_sum = query_x.new_zeros(())
+        carry: Tensor | None = None  # sum of <adapted tensor, its query gradient>
+        final_outputs = []
+        counted = [index for index, weight in enumerate(weights) if weight != 0.0]
+        for group in self._task_forward.query_groups(query_x):
+            steps: list[Params | None] = [None] * len(trajectory)
+            reads: list[tuple[Tensor, Tensor]] = []  # (tensor in the graph, detached stand-in)
+            for index in counted:
+                params = slice_tasks(trajectory[index + 1], self._per_task, group)  # type: ignore[arg-type]
+                if self._step_view is not None:
+                    params = self._step_view(params, index)
+                stand_ins = {}
+                for name, tensor in params.items():
+                    stand_ins[name] = tensor.detach().requires_grad_(tensor.requires_grad)
+                    if tensor.requires_grad:
+                        reads.append((tensor, stand_ins[name]))
+                steps[index + 1] = stand_ins
+            loss, outputs = weighted_query_loss(
+                _once(self._task_forward),
+                steps,
+                query_x[group],
+                query_y[group],
+                weights,
+                loss_fn=self.summed_loss,
+            )
+            if reads:
+                grads = torch.autograd.grad(
+                    loss, [stand_in for _, stand_in in reads], allow_unused=True
+                )
+                for (tensor, _), grad in zip(reads, grads, strict=True):
+                    if grad is not None:
+                        term = (tensor * grad).sum()
+                        carry = term if carry is None else carry + term
+            loss_sum = loss_sum + loss.detach()
+            final_outputs.append(outputs[self.inner_steps].detach())
+        total = loss_sum if carry is None else loss_sum + (carry - carry.detach())
+        return total, torch.cat(final_outputs)
+
     def outputs_after(self, final: Params, x: Tensor) -> Tensor:
         """Outputs of adapted tasks on ``x``, with the per-step tensors of the last step."""
-        return self._task_forward(self.per_step.at(final, self.inner_steps - 1), x)
+        with differentiated_once():
+            return self._task_forward(self.per_step.at(final, self.inner_steps - 1), x)
 
     # -- public API -----------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -323,9 +397,12 @@ class MetaLearner(nn.Module):
         """``meta_loss(...)[0].backward()``, a few tasks at a time; returns the metrics.
 
         Gradients accumulate into ``.grad`` as with ``backward`` (zero them first). Each group of
-        ``tasks_per_backward`` tasks (default: the learner's ``tasks_per_backward``, else all)
-        is adapted, scored and backpropagated before the next starts, so peak memory is that of
-        one group; the gradients equal those of :meth:`meta_loss` up to float rounding.
+        ``tasks_per_backward`` tasks (default: the learner's ``tasks_per_backward``, else
+        :func:`~mamlkit.backends.auto_tasks_per_backward`) is adapted, scored and backpropagated
+        before the next starts, so peak memory is that of one group. Within a group each set of
+        query sets is differentiated w.r.t. the adapted weights as soon as it is scored (its
+        activations freed), then one backward runs through the inner loops. The gradients equal
+        those of :meth:`meta_loss` up to float rounding.
         """
         self._check(support_x, support_y, query_x, query_y)
         it = self.iteration if iteration is None else iteration
@@ -333,14 +410,22 @@ class MetaLearner(nn.Module):
         first_order = self.first_order_at(it)
         tasks = support_x.shape[0]
         if tasks_per_backward is None:
-            tasks_per_backward = self.tasks_per_backward or tasks
+            tasks_per_backward = self.tasks_per_backward or auto_tasks_per_backward(
+                tasks, first_order=first_order, device=support_x.device
+            )
         size = positive_int("tasks_per_backward", tasks_per_backward)
         classification = self.task == TaskKind.CLASSIFICATION
         loss_sum, correct = 0.0, 0.0
         for start in range(0, tasks, size):
             group = slice(start, start + size)
             episode = Episode(support_x[group], support_y[group], query_x[group], query_y[group])
-            outer, query_loss, outputs = self.hooks.objective(self, episode, weights, first_order)
+            self._query_gradients_early = True  # the backward follows at once
+            try:
+                outer, query_loss, outputs = self.hooks.objective(
+                    self, episode, weights, first_order
+                )
+            finally:
+                self._query_gradients_early = False
             (outer / tasks).backward()
             loss_sum += float(query_loss)
             if classification:
@@ -380,7 +465,8 @@ class MetaLearner(nn.Module):
                         slice_tasks(step_params, self._per_task, group),  # type: ignore[arg-type]
                         max(k - 1, 0),
                     )
-                    outputs = self._task_forward(chosen, qx)
+                    with differentiated_once():
+                        outputs = self._task_forward(chosen, qx)
                     step_losses.append(task_losses(self.loss_fn, outputs, qy))
                     if classification:
                         step_accuracies.append((outputs.argmax(-1) == qy).float().mean(1))
@@ -418,7 +504,7 @@ class MetaLearner(nn.Module):
         keep: set[int] | None = None,
     ) -> list[Params | None]:
         return adapt(
-            self._task_forward,
+            _once(self._task_forward) if first_order else self._task_forward,
             params,
             x,
             y,
@@ -454,3 +540,14 @@ class MetaLearner(nn.Module):
                     ) from error
             self._checked_shape, self._output_shape = shape, tuple(out.shape[1:])
         check_targets(self.task, self._output_shape, support_y, query_y)
+
+
+def _once(forward: Forward) -> Forward:
+    """``forward`` for passes no second derivative follows (query passes, first-order support
+    passes): the backend may then choose kernels with a faster single backward."""
+
+    def run(params: Params, x: Tensor) -> Tensor:
+        with differentiated_once():
+            return forward(params, x)
+
+    return run
