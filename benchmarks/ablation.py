@@ -1,9 +1,11 @@
 """What each part of mamlkit's execution contributes: switch one off at a time and time it.
 
 Each variant runs in a fresh process on the workloads of ``benchmarks/peers.py`` and reports the
-median seconds per meta-iteration; ``slowdown`` is the variant's time over the full engine's in
-the same run. Variants switch parts off by replacing them with the plain PyTorch operation they
-stand for, so every variant computes the same gradients.
+median seconds per meta-iteration of ``MetaLearner.meta_backward`` (what training runs) and its
+peak resident memory over the first two iterations (default allocator); ``slowdown`` is the
+variant's time over the full engine's in the same run. Variants switch parts off by replacing
+them with the plain PyTorch operation they stand for, so every variant computes the same
+gradients.
 
     python benchmarks/ablation.py                     # all variants, both workloads and orders
     python benchmarks/ablation.py --variants full,no-bn-kernel --workloads peer --orders second
@@ -33,6 +35,9 @@ VARIANTS = {
     "no-conv-bn-fold": "first conv + BatchNorm: separate ops instead of one folded matmul",
     "no-relu-after-pool": "ReLU before max-pool, as written in the model",
     "query-all-tasks": "query sets of all tasks in one batched call (no per-task chunks)",
+    "query-graphs-kept": "every query pass's graph kept until the outer backward",
+    "first-order-one-backward": "first order: all tasks in one backward (not 8 at a time)",
+    "bn-kernel-everywhere": "the BatchNorm closed form also where no second derivative follows",
     "loop": "execution='loop': one functional_call per task (the reference path)",
     "one-thread": "full engine with torch.set_num_threads(1)",
     "plain": "the plain torch.func loop of peers.py (for scale)",
@@ -60,6 +65,22 @@ def _apply(variant: str) -> None:
         batched._monotone_activation = lambda node, modules: None  # type: ignore[assignment]
     elif variant == "one-thread":
         torch.set_num_threads(1)
+    elif variant == "query-graphs-kept":
+        from mamlkit.learner.meta_learner import MetaLearner
+
+        query_loss = MetaLearner.query_loss
+
+        def whole_query_graph(self: Any, *args: Any) -> Any:
+            self._query_gradients_early = False
+            return query_loss(self, *args)
+
+        MetaLearner.query_loss = whole_query_graph  # type: ignore[method-assign]
+    elif variant == "first-order-one-backward":
+        from mamlkit.backends import chunking
+
+        chunking.FIRST_ORDER_TASKS_PER_BACKWARD = 10**9
+    elif variant == "bn-kernel-everywhere":
+        kernels.second_derivative_expected = lambda: True  # type: ignore[assignment]
 
 
 def _compiled_plain_step(model: Any, data: tuple, steps: int) -> Any:
@@ -96,6 +117,7 @@ def _compiled_plain_step(model: Any, data: tuple, steps: int) -> Any:
 
 def worker(variant: str, workload: str, order: str, reps: int) -> dict[str, Any]:
     from mamlkit import MetaLearner
+    from mamlkit.training.telemetry import PeakMemory
 
     _apply(variant)
     model, data, steps = peers._setup(workload, "cpu")
@@ -122,12 +144,14 @@ def worker(variant: str, workload: str, order: str, reps: int) -> dict[str, Any]
 
         def step() -> None:
             opt.zero_grad()
-            learner.meta_loss(*data)[0].backward()
+            learner.meta_backward(*data)
             opt.step()
 
-    start = time.perf_counter()
-    step()  # warm-up (and compilation), not timed
-    setup_seconds = time.perf_counter() - start
+    with PeakMemory("cpu") as peak:
+        start = time.perf_counter()
+        step()  # warm-up (and compilation), not timed
+        setup_seconds = time.perf_counter() - start
+        step()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -137,6 +161,8 @@ def worker(variant: str, workload: str, order: str, reps: int) -> dict[str, Any]
         "status": "ok",
         "seconds_per_iteration": statistics.median(times),
         "warmup_seconds": setup_seconds,
+        "peak_memory_bytes": peak.bytes,
+        "memory_method": peak.method,
     }
 
 
@@ -159,8 +185,8 @@ def main() -> None:
         f"Measured {time.strftime('%Y-%m-%d')} on {peers._cpu_name()}, mamlkit commit {commit}; "
         f"median of {args.reps}.\n"
     )
-    print("| variant | workload | order | median s/iter | slowdown vs full |")
-    print("|---|---|---|---|---|")
+    print("| variant | workload | order | median s/iter | slowdown vs full | peak memory |")
+    print("|---|---|---|---|---|---|")
     for workload in args.workloads.split(","):
         for order in args.orders.split(","):
             full = None
@@ -185,18 +211,29 @@ def main() -> None:
                 row.update(variant=variant, workload=workload, order=order)
                 rows.append(row)
                 if row["status"] != "ok":
-                    print(f"| {variant} | {workload} | {order} | {row['status']} | |", flush=True)
+                    print(f"| {variant} | {workload} | {order} | {row['status']} | | |", flush=True)
                     continue
                 seconds = row["seconds_per_iteration"]
                 if variant == "full":
                     full = seconds
                 ratio = f"{seconds / full:.2f}x" if full else "n/a"
-                print(f"| {variant} | {workload} | {order} | {seconds:.3f} | {ratio} |", flush=True)
+                memory = peers._mib(row.get("peak_memory_bytes"))
+                print(
+                    f"| {variant} | {workload} | {order} | {seconds:.3f} | {ratio} | {memory} |",
+                    flush=True,
+                )
     print()
     for name, text in VARIANTS.items():
         print(f"- `{name}`: {text}")
     if args.json:
-        record = {"commit": commit, "cpu": peers._cpu_name(), "rows": rows, "variants": VARIANTS}
+        record = {
+            "command": " ".join(["python", "benchmarks/ablation.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d"),
+            "commit": commit,
+            "cpu": peers._cpu_name(),
+            "rows": rows,
+            "variants": VARIANTS,
+        }
         Path(args.json).write_text(json.dumps(record, indent=2))
 
 

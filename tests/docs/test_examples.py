@@ -156,3 +156,24 @@ def test_checkpointing_benchmark_writes_both_models_and_their_ratios(tmp_path: P
     )
     assert record["ratios"]["time"] == time_ratio
     assert "checkpointing / plain: time" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variant", "order"),
+    [
+        ("full", "second"),
+        ("query-graphs-kept", "second"),
+        ("first-order-one-backward", "first"),
+        ("bn-kernel-everywhere", "first"),
+    ],
+)
+def test_ablation_variant_runs_training_path_and_reports_memory(variant: str, order: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "ablation.py"), "--worker", variant, "paper",
+         order, "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    assert row["status"] == "ok" and row["seconds_per_iteration"] > 0
+    assert row["peak_memory_bytes"] > 0
