@@ -92,7 +92,7 @@ def plot(rows: list[dict], path: Path) -> None:
             axes[row][column].set_xticks(AXES[axis])
             axes[row][column].grid(alpha=0.3)
     axes[0][0].set_ylabel("seconds per meta-iteration")
-    axes[1][0].set_ylabel("peak memory (MiB)")
+    axes[1][0].set_ylabel("peak resident memory, default allocator (MiB)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Conv4-64, 5-way 1-shot, one meta-iteration (median)", fontsize=11)
     fig.savefig(path, dpi=110)
