@@ -36,7 +36,7 @@ VARIANTS = {
     "no-relu-after-pool": "ReLU before max-pool, as written in the model",
     "query-all-tasks": "query sets of all tasks in one batched call (no per-task chunks)",
     "query-graphs-kept": "every query pass's graph kept until the outer backward",
-    "first-order-one-backward": "first order: all tasks in one backward (not 8 at a time)",
+    "one-backward": "all tasks of the meta-batch in one backward (not 8 at a time)",
     "bn-kernel-everywhere": "the BatchNorm closed form also where no second derivative follows",
     "loop": "execution='loop': one functional_call per task (the reference path)",
     "one-thread": "full engine with torch.set_num_threads(1)",
@@ -75,10 +75,10 @@ def _apply(variant: str) -> None:
             return query_loss(self, *args)
 
         MetaLearner.query_loss = whole_query_graph  # type: ignore[method-assign]
-    elif variant == "first-order-one-backward":
+    elif variant == "one-backward":
         from mamlkit.backends import chunking
 
-        chunking.FIRST_ORDER_TASKS_PER_BACKWARD = 10**9
+        chunking.TASKS_PER_BACKWARD = 10**9
     elif variant == "bn-kernel-everywhere":
         kernels.second_derivative_expected = lambda: True  # type: ignore[assignment]
 

@@ -410,6 +410,13 @@ def measure(
 TUNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
+def allocator_label() -> str:
+    """How the "peak memory" column was allocated: glibc's defaults unless this process runs
+    with ``MALLOC_*`` settings (which every worker inherits)."""
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_"))
+    return "default allocator" if not settings else "allocator " + " ".join(settings)
+
+
 def _mib(nbytes: int | None) -> str:
     return "not measured" if nbytes is None else f"{nbytes / 2**20:.0f} MiB"
 
@@ -442,13 +449,14 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
                 f"{verdict} the {TARGET_SPEEDUP}x target."
             )
         mine = ok.get("mamlkit", {}).get("peak_memory_bytes")
+        allocator = allocator_label()
         for loop in PLAIN_LOOPS:
             plain = ok.get(loop, {}).get("peak_memory_bytes")
             if plain and mine:
                 ratio = mine / plain
                 verdict = "within" if ratio <= MEMORY_LIMIT else "OVER"
                 lines.append(
-                    f"- {workload}, {order} order: mamlkit peak memory (default allocator) "
+                    f"- {workload}, {order} order: mamlkit peak memory ({allocator}) "
                     f"{ratio:.2f}x the {loop} loop's; {verdict} the {MEMORY_LIMIT}x limit."
                 )
         for variant in ("mamlkit-mamlpp", "mamlkit-mamlpp-annealed"):
@@ -548,6 +556,7 @@ def main() -> None:
         "commit": source_commit(),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "allocator": allocator_label(),
         "ceiling_gflops": ceiling,
         "reps": args.reps,
         "runs": args.runs,
@@ -575,7 +584,7 @@ def main() -> None:
         )
         emit(
             "| implementation | order | tasks/s | median s/iter | spread s/iter | x fastest peer "
-            "| peak memory | allocator-tuned | % of ceiling |"
+            f"| peak memory ({allocator_label()}) | allocator-tuned | % of ceiling |"
         )
         emit("|---|---|---|---|---|---|---|---|---|")
         for order in args.orders.split(","):

@@ -117,15 +117,62 @@ def test_meta_backward_frees_each_query_set_before_the_next() -> None:
     assert training < 0.5 * whole  # measured: 0.30
 
 
-def test_first_order_meta_backward_groups_tasks_by_default_on_cpu() -> None:
+@pytest.mark.parametrize("preset", ["fomaml", "maml"])
+def test_meta_backward_groups_tasks_by_default_on_cpu(preset: str) -> None:
     torch.manual_seed(0)
-    learner = MetaLearner(Conv4(1, 5, hidden=8), "fomaml", inner_lr=0.1, inner_steps=1)
+    learner = MetaLearner(Conv4(1, 5, hidden=8), preset, inner_lr=0.1, inner_steps=1)
     data = episode(tasks=32, queries=1)
     peaks = {
         group: peak_graph_bytes(lambda g=group: learner.meta_backward(*data, tasks_per_backward=g))
         for group in (None, 32)
     }
-    assert peaks[None] < 0.7 * peaks[32]  # measured: 0.50 (1.0 without the grouping)
+    assert peaks[None] < 0.7 * peaks[32]  # measured: 0.50 first order, 0.25 second
+
+
+def test_loop_strategy_backpropagates_one_task_at_a_time_by_default() -> None:
+    torch.manual_seed(0)
+    learner = MetaLearner(
+        Conv4(1, 5, hidden=8), "maml", inner_lr=0.1, inner_steps=2, execution="loop"
+    )
+    data = episode(tasks=8, queries=2)
+    peaks = {
+        group: peak_graph_bytes(lambda g=group: learner.meta_backward(*data, tasks_per_backward=g))
+        for group in (None, 1, 8)
+    }
+    assert peaks[None] == peaks[1]
+    assert peaks[None] < 0.3 * peaks[8]  # measured: 0.15
+
+
+def test_loop_strategy_frees_each_query_set_before_the_next() -> None:
+    torch.manual_seed(0)
+    learner = MetaLearner(
+        Conv4(1, 5, hidden=8), "fomaml", inner_lr=0.1, inner_steps=1, execution="loop"
+    )
+    data = episode(tasks=8, queries=15)
+    one_backward = peak_graph_bytes(lambda: learner.meta_backward(*data, tasks_per_backward=8))
+    learner.zero_grad()
+    whole = peak_graph_bytes(lambda: learner.meta_loss(*data)[0].backward())
+    assert one_backward < 0.4 * whole  # measured: 0.13
+
+
+def test_multi_step_loss_scores_one_step_at_a_time() -> None:
+    """With a query loss after every inner step (MAML++), the query passes of the steps are
+    differentiated one after another, so the graph held at the peak is about what a loss after
+    the last step alone holds, not one query pass per step."""
+    data = episode(tasks=2, queries=15)
+    peaks = {}
+    for name, anneal in {"last": 0, "every": 100}.items():
+        torch.manual_seed(0)
+        learner = MetaLearner(
+            Conv4(1, 5, hidden=8),
+            "mamlpp",
+            inner_lr=0.1,
+            inner_steps=4,
+            msl_anneal_iterations=anneal,
+        )
+        assert (learner.step_weights(0) > 0).sum() == (1 if name == "last" else 4)
+        peaks[name] = peak_graph_bytes(lambda run=learner: run.meta_backward(*data, iteration=0))
+    assert peaks["every"] < 1.2 * peaks["last"]  # measured: 1.00 (2.0 scored together)
 
 
 GROWTH_SCRIPT = """

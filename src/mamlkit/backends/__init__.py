@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from mamlkit.backends.batched import BatchedForward
 from mamlkit.backends.chunking import (
-    FIRST_ORDER_TASKS_PER_BACKWARD,
     SUPPORT_EXAMPLES,
+    TASKS_PER_BACKWARD,
     ChunkPolicy,
     auto_query_chunk,
     auto_support_chunk,
@@ -100,8 +100,8 @@ def make_task_forward(
 
 __all__ = [
     "EXECUTIONS",
-    "FIRST_ORDER_TASKS_PER_BACKWARD",
     "SUPPORT_EXAMPLES",
+    "TASKS_PER_BACKWARD",
     "BatchedForward",
     "ChunkPolicy",
     "LoopForward",

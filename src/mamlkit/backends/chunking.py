@@ -1,11 +1,13 @@
 """Memory policy: how many tasks go through one batched call.
 
-A second-order meta-gradient keeps every task's graph until the outer backward, so all tasks are
-adapted at once. A first-order step keeps no graph, so on CPU tasks are adapted a few at a time
-(about :data:`SUPPORT_EXAMPLES` support examples per call) and the trajectories joined; large
-query sets are scored task by task, where one task's activations fit the caches. A first-order
-meta-batch is also backpropagated a few tasks at a time (:data:`FIRST_ORDER_TASKS_PER_BACKWARD`),
-which on CPU costs no time and bounds the memory of every pass. On CUDA all tasks go together.
+A second-order meta-gradient keeps a task's graph until its backward, so the tasks of one
+backward are adapted at once. A first-order step keeps no graph, so on CPU tasks are adapted a
+few at a time (about :data:`SUPPORT_EXAMPLES` support examples per call) and the trajectories
+joined; large query sets are scored task by task, where one task's activations fit the caches.
+On CPU a meta-batch is backpropagated a few tasks at a time (:data:`TASKS_PER_BACKWARD`), which
+costs little time and bounds the memory of every pass; a model running task by task (the
+``loop`` strategy) gains nothing from groups and backpropagates one task at a time. On CUDA all
+tasks go together.
 ``MetaLearner(query_chunk=..., support_chunk=..., tasks_per_backward=...)`` overrides the sizes.
 """
 
@@ -22,11 +24,11 @@ from mamlkit.vocabulary import Params
 #: overrides the resulting number of tasks).
 SUPPORT_EXAMPLES = 160
 
-#: Tasks per backward of a first-order meta-batch on CPU (``MetaLearner(tasks_per_backward=...)``
-#: overrides it). Measured on Conv4 (``docs/performance.md``): 8 tasks per backward is as fast as
-#: all 32 of the MAML paper's meta-batch and holds a third of the memory. Second order keeps every
-#: task in one backward: its support passes gain from being batched across all tasks.
-FIRST_ORDER_TASKS_PER_BACKWARD = 8
+#: Tasks per backward of a batched meta-batch on CPU (``MetaLearner(tasks_per_backward=...)``
+#: overrides it). Measured on Conv4 at the MAML paper's meta-batch of 32 tasks
+#: (``docs/performance.md``): 8 tasks per backward runs at 0.98x-0.99x the speed of all 32 in one
+#: backward and holds about a third of the memory; fewer tasks per call lose speed.
+TASKS_PER_BACKWARD = 8
 
 
 def auto_query_chunk(tasks: int, examples: int, device: torch.device) -> int:
@@ -61,21 +63,25 @@ def auto_support_chunk(tasks: int, examples: int, device: torch.device) -> int:
     return max(1, min(tasks, SUPPORT_EXAMPLES // max(examples, 1)))
 
 
-def auto_tasks_per_backward(tasks: int, *, first_order: bool, device: torch.device) -> int:
+def auto_tasks_per_backward(tasks: int, *, strategy: str, device: torch.device) -> int:
     """How many tasks ``MetaLearner.meta_backward`` adapts, scores and backpropagates before the
-    next group starts, when neither it nor the learner is told.
+    next group starts, when neither it nor the learner is told: on CPU :data:`TASKS_PER_BACKWARD`
+    for the batched strategy and one for the ``loop`` strategy (tasks run one by one there, so a
+    group would only hold more graphs), all tasks on CUDA.
 
     >>> import torch
     >>> from mamlkit.backends import auto_tasks_per_backward
     >>> cpu = torch.device("cpu")
-    >>> auto_tasks_per_backward(32, first_order=True, device=cpu)
+    >>> auto_tasks_per_backward(32, strategy="batched", device=cpu)
     8
-    >>> auto_tasks_per_backward(32, first_order=False, device=cpu)
-    32
+    >>> auto_tasks_per_backward(32, strategy="loop", device=cpu)
+    1
     """
-    if first_order and device.type == "cpu":
-        return min(tasks, FIRST_ORDER_TASKS_PER_BACKWARD)
-    return tasks
+    if device.type != "cpu":
+        return tasks
+    if strategy == "loop":
+        return 1
+    return min(tasks, TASKS_PER_BACKWARD)
 
 
 def _slices(tasks: int, size: int) -> list[slice]:
@@ -90,8 +96,9 @@ class ChunkPolicy:
         support_chunk: tasks adapted per first-order call; ``None``: :func:`auto_support_chunk`.
 
     Every task forward holds one and answers with it (``forward.support_groups(...)``,
-    ``forward.query_groups(...)``); the ``loop`` strategy runs task by task anyway, so under it
-    every pass is one group.
+    ``forward.query_groups(...)``). The ``loop`` strategy runs task by task anyway: its support
+    pass is one group and its query sets are scored one task per group (so a backward that
+    follows at once frees each task's query activations before the next).
 
     >>> import torch
     >>> from mamlkit.backends import ChunkPolicy
@@ -126,9 +133,9 @@ class ChunkPolicy:
     def query_slices(self, query_x: torch.Tensor, *, strategy: str) -> list[slice]:
         """Groups of tasks whose query sets are scored together."""
         tasks = query_x.shape[0]
-        size = self.query_chunk or auto_query_chunk(tasks, query_x.shape[1], query_x.device)
         if strategy == "loop":
-            size = tasks
+            return _slices(tasks, 1)
+        size = self.query_chunk or auto_query_chunk(tasks, query_x.shape[1], query_x.device)
         return _slices(tasks, size)
 
 

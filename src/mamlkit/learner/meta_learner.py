@@ -80,8 +80,8 @@ class MetaLearner(nn.Module):
             by device and support-set size (:func:`mamlkit.backends.auto_support_chunk`).
         tasks_per_backward: tasks that :meth:`meta_backward` (and so :func:`mamlkit.fit`)
             backpropagates at a time; ``None`` picks by device and order
-            (:func:`mamlkit.backends.auto_tasks_per_backward`: on CPU 8 first order, all second
-            order).
+            (:func:`mamlkit.backends.auto_tasks_per_backward`: on CPU 8 tasks batched, one by one
+            when tasks run in a loop; all tasks on CUDA).
         **settings: algorithm settings to replace (e.g. ``update_rule="per_tensor"``) and options
             of its components (e.g. ``msl_anneal_iterations`` and ``first_order_iterations`` for
             MAML++; default: the algorithm's own, see :mod:`mamlkit.algorithms.mamlpp`).
@@ -268,49 +268,49 @@ class MetaLearner(nn.Module):
         weights: list[float],
     ) -> tuple[Tensor, Tensor]:
         """:meth:`query_loss` for a backward that follows at once: each group of query sets is
-        differentiated w.r.t. the adapted weights it reads as soon as it is scored, so its
-        activations are freed before the next group runs, and the returned loss carries those
-        gradients into the inner loop (its value is the query loss, its gradient the
-        meta-gradient; a second derivative of it is not the query loss's).
+        differentiated w.r.t. the adapted weights it reads as soon as it is scored, one scored
+        step at a time, so its activations are freed before the next group or step runs, and
+        the returned loss carries those gradients into the inner loop (its value is the query
+        loss, its gradient the meta-gradient; a second derivative of it is not the query loss's).
 
-        Peak memory is then the inner loop's graph plus one group's query activations, instead
-        of every task's query activations until the outer backward.
+        Peak memory is then the inner loop's graph plus one group's query activations at one
+        step, instead of every task's query activations at every scored step until the outer
+        backward.
         """
         loss_sum = query_x.new_zeros(())
         carry: Tensor | None = None  # sum of <adapted tensor, its query gradient>
         final_outputs = []
         counted = [index for index, weight in enumerate(weights) if weight != 0.0]
+        forward = _once(self._task_forward)
         for group in self._task_forward.query_groups(query_x):
-            steps: list[Params | None] = [None] * len(trajectory)
-            reads: list[tuple[Tensor, Tensor]] = []  # (tensor in the graph, detached stand-in)
+            # One step at a time: with a loss after every step (MAML++'s multi-step loss) only
+            # one step's query activations are alive at once.
             for index in counted:
                 params = slice_tasks(trajectory[index + 1], self._per_task, group)  # type: ignore[arg-type]
                 if self._step_view is not None:
                     params = self._step_view(params, index)
-                stand_ins = {}
-                for name, tensor in params.items():
-                    stand_ins[name] = tensor.detach().requires_grad_(tensor.requires_grad)
-                    if tensor.requires_grad:
-                        reads.append((tensor, stand_ins[name]))
+                stand_ins = {
+                    name: tensor.detach().requires_grad_(tensor.requires_grad)
+                    for name, tensor in params.items()
+                }
+                reads = [name for name, tensor in params.items() if tensor.requires_grad]
+                steps: list[Params | None] = [None] * len(trajectory)
                 steps[index + 1] = stand_ins
-            loss, outputs = weighted_query_loss(
-                _once(self._task_forward),
-                steps,
-                query_x[group],
-                query_y[group],
-                weights,
-                loss_fn=self.summed_loss,
-            )
-            if reads:
-                grads = torch.autograd.grad(
-                    loss, [stand_in for _, stand_in in reads], allow_unused=True
+                only = [weight if k == index else 0.0 for k, weight in enumerate(weights)]
+                loss, outputs = weighted_query_loss(
+                    forward, steps, query_x[group], query_y[group], only, loss_fn=self.summed_loss
                 )
-                for (tensor, _), grad in zip(reads, grads, strict=True):
-                    if grad is not None:
-                        term = (tensor * grad).sum()
-                        carry = term if carry is None else carry + term
-            loss_sum = loss_sum + loss.detach()
-            final_outputs.append(outputs[self.inner_steps].detach())
+                if reads:
+                    grads = torch.autograd.grad(
+                        loss, [stand_ins[name] for name in reads], allow_unused=True
+                    )
+                    for name, grad in zip(reads, grads, strict=True):
+                        if grad is not None:
+                            term = (params[name] * grad).sum()
+                            carry = term if carry is None else carry + term
+                loss_sum = loss_sum + loss.detach()
+                if index + 1 == self.inner_steps:
+                    final_outputs.append(outputs[self.inner_steps].detach())
         total = loss_sum if carry is None else loss_sum + (carry - carry.detach())
         return total, torch.cat(final_outputs)
 
@@ -411,7 +411,7 @@ class MetaLearner(nn.Module):
         tasks = support_x.shape[0]
         if tasks_per_backward is None:
             tasks_per_backward = self.tasks_per_backward or auto_tasks_per_backward(
-                tasks, first_order=first_order, device=support_x.device
+                tasks, strategy=self.execution_strategy, device=support_x.device
             )
         size = positive_int("tasks_per_backward", tasks_per_backward)
         classification = self.task == TaskKind.CLASSIFICATION

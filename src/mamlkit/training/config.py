@@ -177,7 +177,9 @@ class TrainConfig:
         "auto", "how tasks run: auto, batched (all tasks in one program) or loop (one by one)"
     )
     tasks_per_backward: int | None = _option(
-        None, "backpropagate this many tasks at a time to bound memory (default: all at once)"
+        None,
+        "backpropagate this many tasks at a time to bound memory (default on CPU: 8, one by one "
+        "under the loop strategy; all at once on CUDA)",
     )
     data_root: str | None = _option(None, "data folder (default $MAMLKIT_DATA or ~/.cache/mamlkit)")
     download: bool = _option(False, "download missing data archives")
