@@ -68,6 +68,25 @@ def test_defaults_are_84_rgb_and_28_grayscale(tmp_path: Path) -> None:
     assert abs(float(value) - (r * 299 + g * 587 + b * 114) / 1000) <= 1  # Pillow's "L"
 
 
+def test_sixteen_bit_grayscale_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    levels = np.array([0, 128 * 257, 65535], dtype=np.uint16)  # black, mid grey, white
+    folder = tmp_path / "train" / "deep"
+    folder.mkdir(parents=True)
+    for index, level in enumerate(levels):
+        Image.fromarray(np.full((SIZE, SIZE), level, dtype=np.uint16)).save(folder / f"{index}.png")
+        Image.fromarray(np.full((SIZE, SIZE), level, dtype=np.int32)).save(folder / f"{index}.tif")
+    with Image.open(folder / "2.png") as image:
+        assert image.mode.startswith("I")  # Pillow decodes it as 16-bit, not as "L"
+    ds = load(tmp_path, channels="grayscale")
+    assert ds.samples_per_class.tolist() == [6]
+    names = [path.name for path in ds.files[0]]
+    x = ds.get([0] * 6, list(range(6)))[:, 0, 0, 0] * 255
+    expected = {"0": 0.0, "1": 128.0, "2": 255.0}
+    torch.testing.assert_close(
+        x, torch.tensor([expected[name[0]] for name in names]), atol=1e-4, rtol=0
+    )
+
+
 def test_transparency_is_laid_on_white_and_hidden_files_are_skipped(tmp_path: Path) -> None:
     folder = tmp_path / "train" / "clear"
     folder.mkdir(parents=True)

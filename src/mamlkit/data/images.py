@@ -26,6 +26,20 @@ CHANNELS: dict[str, int] = {"rgb": 3, "grayscale": 1}
 
 _PIL_MODES = {"rgb": "RGB", "grayscale": "L"}
 
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (PNG or TIFF, Pillow mode ``I;16*`` or ``I``) scaled to 8-bit
+    ``L``: Pillow's own conversion clips every value above 255, so such images came out white.
+    Other images are returned as they are."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "I" and values.max(initial=0) <= 255:
+        return image  # 8-bit values stored in 32 bits: Pillow converts these correctly
+    scaled = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)  # 65535 / 257 = 255
+    return Image.fromarray(scaled)  # uint8 [H, W]: mode "L"
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -87,7 +101,7 @@ class ImageFormat:
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-        converted = image.convert(_PIL_MODES[self.channels])
+        converted = _eight_bit(image).convert(_PIL_MODES[self.channels])
         if converted.size != size:
             converted = converted.resize(size, Image.LANCZOS)
         array = np.asarray(converted, dtype=np.uint8)
